@@ -1,0 +1,3 @@
+from diffpolicy.cli import main
+
+raise SystemExit(main())

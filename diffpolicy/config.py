@@ -1,0 +1,387 @@
+"""Typed configuration. YAML files in `configs/` only fill these dataclasses.
+
+Every field has a docstring-style comment. `load_config` rejects unknown keys (naming the closest
+valid key), wrong types and out-of-range values with one readable message (`ConfigError`).
+Derived values are properties, never stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from diffpolicy.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = ""
+    """Path to the demonstration HDF5 (robomimic layout). `--dataset` overrides it."""
+    obs_keys: tuple[str, ...] = ("observation",)
+    """Keys under `obs/` concatenated (in this order) into the policy's observation vector."""
+    goal_key: str | None = "desired_goal"
+    """Key under `obs/` whose current value joins the global condition; null for none."""
+    n_obs_steps: int = 2
+    """To: observations the policy sees."""
+    horizon: int = 16
+    """Tp: actions the policy predicts per chunk."""
+    n_action_steps: int = 8
+    """Ta: actions executed before re-planning (the slice pred[:, To-1 : To-1+Ta])."""
+    val_fraction: float = 0.1
+    """Share of episodes held out for validation (split by episode, seeded)."""
+    split_seed: int = 0
+    """Seed of the train/validation split."""
+    max_episodes: int = 0
+    """Use only the first N episodes (0 = all)."""
+
+
+@dataclass
+class ModelConfig:
+    down_dims: tuple[int, ...] = (64, 128, 256)
+    """Channels per UNet level; the horizon is halved len(down_dims) - 1 times."""
+    kernel_size: int = 5
+    """Conv1d kernel size of the residual blocks."""
+    n_groups: int = 8
+    """GroupNorm groups; must divide every entry of down_dims."""
+    step_embed_dim: int = 128
+    """Size of the sinusoidal diffusion-step embedding."""
+    cond_embed_dim: int = 64
+    """Size of a learned mode embedding or projected language embedding."""
+
+
+@dataclass
+class PolicyConfig:
+    type: str = "diffusion"
+    """diffusion | mse | gmm."""
+    num_train_timesteps: int = 100
+    """Diffusion steps used in training (DDPM)."""
+    beta_schedule: str = "squaredcos_cap_v2"
+    """squaredcos_cap_v2 | linear."""
+    prediction_type: str = "epsilon"
+    """epsilon | sample."""
+    clip_sample: bool = True
+    """Clip the predicted clean sample to [-1, 1] while sampling."""
+    sampler: str = "ddim"
+    """ddpm | ddim | dpmpp: the reverse process used at inference."""
+    num_inference_steps: int = 10
+    """Reverse steps at inference."""
+    gmm_components: int = 5
+    """Mixture components of the gmm head."""
+    gmm_min_std: float = 1e-4
+    """Lower bound on a component's standard deviation (normalized units)."""
+    condition: str = "none"
+    """none | mode | language: an extra condition on top of observations and goal."""
+    cond_dropout: float = 0.0
+    """Probability of dropping the condition in training (classifier-free guidance)."""
+    guidance: float = 1.0
+    """Guidance scale at sampling: 0 unconditional, 1 conditional, > 1 guided."""
+    language_model: str = ""
+    """Local sentence-transformers model path; empty = the packaged all-MiniLM-L6-v2."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 256
+    """Global batch size (split across DDP ranks)."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate."""
+    betas: tuple[float, float] = (0.95, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 1e-6
+    """AdamW weight decay."""
+    warmup_steps: int = 500
+    """Linear warmup before the cosine decay."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 disables clipping)."""
+    ema_power: float = 0.75
+    """EMA warmup power: decay = 1 - (1 + step)^-power, capped by ema_max_decay."""
+    ema_max_decay: float = 0.9999
+    """Upper bound of the EMA decay."""
+    val_every: int = 500
+    """Validation loss every N steps (and at the end)."""
+    checkpoint_every: int = 1000
+    """Checkpoint every N steps (and at the end)."""
+    log_every: int = 50
+    """metrics.jsonl / wandb logging every N steps."""
+    seed: int = 0
+    """Seed of weights, batches and noise."""
+    device: str = "auto"
+    """auto | cpu | cuda."""
+    threads: int = 0
+    """torch threads on CPU (0 = all cores)."""
+    wandb: str = "disabled"
+    """disabled | offline | online."""
+    wandb_project: str = "diffpolicy"
+    """wandb project name."""
+
+
+@dataclass
+class EvalConfig:
+    episodes: int = 50
+    """Rollouts per evaluation."""
+    envs: int = 8
+    """Environments stepped together (one batched policy call per re-plan)."""
+    max_steps: int = 0
+    """Episode step limit (0 = the env's default)."""
+    temporal_ensemble: float = 0.0
+    """0 = receding horizon; > 0 = exponential weight of older chunks when ensembling."""
+    seed: int = 1000
+    """Seed of the first evaluation episode."""
+
+
+@dataclass
+class Config:
+    env_id: str = "diffpolicy/ReachAround-v0"
+    """Gymnasium id of the task the policy acts in."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dims: dict[str, int] = field(default_factory=dict)
+    """Filled from the dataset at training time: obs_dim, action_dim, goal_dim, num_modes,
+    lang_dim. Stored in the run directory so a policy can be rebuilt without the data."""
+
+    @property
+    def global_cond_dim(self) -> int:
+        """Size of the global condition: To flattened observations + goal (+ extra condition)."""
+        d = self.data.n_obs_steps * self.dims["obs_dim"] + self.dims.get("goal_dim", 0)
+        if self.policy.condition != "none":
+            d += self.model.cond_embed_dim
+        return d
+
+
+CHOICES = {
+    "policy.type": ("diffusion", "mse", "gmm"),
+    "policy.beta_schedule": ("squaredcos_cap_v2", "linear"),
+    "policy.prediction_type": ("epsilon", "sample"),
+    "policy.sampler": ("ddpm", "ddim", "dpmpp"),
+    "policy.condition": ("none", "mode", "language"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.wandb": ("disabled", "offline", "online"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges and cross-field constraints; raise ConfigError naming the problem."""
+    d, m, p, t = cfg.data, cfg.model, cfg.policy, cfg.train
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        need(value in allowed, f"{key}={value!r} must be one of {', '.join(allowed)}")
+    need(d.n_obs_steps >= 1, f"data.n_obs_steps={d.n_obs_steps} must be >= 1")
+    need(d.n_action_steps >= 1, f"data.n_action_steps={d.n_action_steps} must be >= 1")
+    need(len(d.obs_keys) >= 1, "data.obs_keys must name at least one observation key")
+    factor = 2 ** (len(m.down_dims) - 1)
+    need(
+        d.horizon >= factor and d.horizon % factor == 0,
+        f"data.horizon={d.horizon} must be a positive multiple of {factor} "
+        f"(the UNet halves it {len(m.down_dims) - 1} times)",
+    )
+    need(
+        d.n_action_steps <= d.horizon - d.n_obs_steps + 1,
+        f"data.n_action_steps={d.n_action_steps} must be <= horizon - n_obs_steps + 1 = "
+        f"{d.horizon - d.n_obs_steps + 1}",
+    )
+    need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in [0, 1)")
+    need(d.max_episodes >= 0, f"data.max_episodes={d.max_episodes} must be >= 0")
+    need(len(m.down_dims) >= 1, "model.down_dims must have at least one level")
+    for c in m.down_dims:
+        need(
+            c > 0 and c % m.n_groups == 0,
+            f"model.down_dims entry {c} must be a positive multiple of model.n_groups={m.n_groups}",
+        )
+    need(
+        m.kernel_size >= 1 and m.kernel_size % 2 == 1,
+        f"model.kernel_size={m.kernel_size} must be a positive odd number",
+    )
+    need(
+        m.step_embed_dim >= 2 and m.step_embed_dim % 2 == 0,
+        f"model.step_embed_dim={m.step_embed_dim} must be a positive even number",
+    )
+    need(m.cond_embed_dim >= 1, f"model.cond_embed_dim={m.cond_embed_dim} must be >= 1")
+    need(
+        p.num_train_timesteps >= 2,
+        f"policy.num_train_timesteps={p.num_train_timesteps} must be >= 2",
+    )
+    need(
+        1 <= p.num_inference_steps <= p.num_train_timesteps,
+        f"policy.num_inference_steps={p.num_inference_steps} must be in "
+        f"[1, num_train_timesteps={p.num_train_timesteps}]",
+    )
+    need(p.gmm_components >= 1, f"policy.gmm_components={p.gmm_components} must be >= 1")
+    need(p.gmm_min_std > 0, f"policy.gmm_min_std={p.gmm_min_std} must be > 0")
+    need(0.0 <= p.cond_dropout < 1.0, f"policy.cond_dropout={p.cond_dropout} must be in [0, 1)")
+    need(p.guidance >= 0.0, f"policy.guidance={p.guidance} must be >= 0")
+    need(t.steps >= 1, f"train.steps={t.steps} must be >= 1")
+    need(t.batch_size >= 1, f"train.batch_size={t.batch_size} must be >= 1")
+    need(t.lr > 0 and math.isfinite(t.lr), f"train.lr={t.lr} must be a positive number")
+    need(all(0 <= b < 1 for b in t.betas), f"train.betas={t.betas} must lie in [0, 1)")
+    need(t.weight_decay >= 0, f"train.weight_decay={t.weight_decay} must be >= 0")
+    need(t.warmup_steps >= 0, f"train.warmup_steps={t.warmup_steps} must be >= 0")
+    need(t.grad_clip >= 0, f"train.grad_clip={t.grad_clip} must be >= 0")
+    need(0 < t.ema_max_decay < 1, f"train.ema_max_decay={t.ema_max_decay} must be in (0, 1)")
+    need(t.ema_power > 0, f"train.ema_power={t.ema_power} must be > 0")
+    for name in ("val_every", "checkpoint_every", "log_every"):
+        v = getattr(t, name)
+        need(v >= 1, f"train.{name}={v} must be >= 1")
+    need(t.threads >= 0, f"train.threads={t.threads} must be >= 0")
+    need(cfg.eval.episodes >= 1, f"eval.episodes={cfg.eval.episodes} must be >= 1")
+    need(cfg.eval.envs >= 1, f"eval.envs={cfg.eval.envs} must be >= 1")
+    need(cfg.eval.max_steps >= 0, f"eval.max_steps={cfg.eval.max_steps} must be >= 0")
+    need(
+        cfg.eval.temporal_ensemble >= 0,
+        f"eval.temporal_ensemble={cfg.eval.temporal_ensemble} must be >= 0",
+    )
+    return cfg
+
+
+# ----------------------------------------------------------------------------- YAML <-> dataclass
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a type hint and convert lists to tuples; raise ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}={value!r} must have {len(args)} entries")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r} must be a mapping")
+        return {str(k): int(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}={value!r} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}={value!r} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}={value!r} must be a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}={value!r} must be finite")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r} must be a string")
+        return value
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{where}'{hint}")
+        hint_t = hints[key]
+        if dataclasses.is_dataclass(hint_t):
+            kwargs[key] = _build(hint_t, value, f"{where}.")
+        else:
+            kwargs[key] = _coerce(value, hint_t, where)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a Config from a nested dict (as read from YAML)."""
+    return validate(_build(Config, data or {}, ""))
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Nested plain dict (tuples as lists) ready for YAML or wandb."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, tuple):
+            return [plain(v) for v in x]
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `section.key=value` command-line override to a nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+    path, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = path.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with the safe loader; ConfigError if missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must contain a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config, apply `key=value` overrides, validate, and return a Config."""
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return config_from_dict(data)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,388 @@
+"""Demonstration files (robomimic HDF5 layout) and training windows.
+
+File layout (one file, documented by robomimic as "Dataset Structure"):
+
+    data/                     attrs: total (int), env_args (JSON: env_name, env_type, env_kwargs),
+                                     mode_names (JSON list), layout (JSON, for plots)
+    data/demo_<i>/            attrs: num_samples, mode, mode_name, instruction, seed
+        actions   (T, A)
+        rewards   (T,)
+        dones     (T,)
+        obs/<key> (T, ...)
+
+Any file in this layout loads, including ones this project did not write; attributes it lacks get
+defaults (mode -1, empty instruction). Attributes are parsed as JSON, never evaluated.
+
+Windows: sample i at time t of an episode holds observations t-To+1 .. t and actions
+t-To+1 .. t-To+Tp. Indices before the start repeat the first frame and are masked out
+(`action_mask` False); indices after the end repeat the last action ("hold still") and stay in
+the loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from diffpolicy.errors import DatasetError
+
+
+@dataclass
+class Episode:
+    """One demonstration. Arrays are time-major; T >= 1."""
+
+    obs: dict[str, np.ndarray]  # key -> (T, ...) float32
+    actions: np.ndarray  # (T, A) float32
+    rewards: np.ndarray  # (T,) float32
+    dones: np.ndarray  # (T,) bool
+    mode: int = -1
+    mode_name: str = "none"
+    instruction: str = ""
+    seed: int = -1
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class Demos:
+    """All episodes of a file, in RAM."""
+
+    episodes: list[Episode]
+    env_args: dict = field(default_factory=dict)
+    mode_names: list[str] = field(default_factory=list)
+    layout: dict = field(default_factory=dict)
+
+    @property
+    def env_id(self) -> str:
+        return str(self.env_args.get("env_name", ""))
+
+    @property
+    def num_modes(self) -> int:
+        if self.mode_names:
+            return len(self.mode_names)
+        return max([e.mode for e in self.episodes] + [-1]) + 1
+
+    def mode_counts(self) -> np.ndarray:
+        """(K,) episodes per mode (episodes with mode -1 are not counted)."""
+        modes = np.array([e.mode for e in self.episodes], dtype=np.int64)
+        return np.bincount(modes[modes >= 0], minlength=self.num_modes)[: self.num_modes]
+
+
+# ---------------------------------------------------------------------------------------- writing
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail early (before any work) if `path` cannot be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"output path {path} is a directory")
+    if not path.parent.is_dir():
+        raise DatasetError(f"output directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise DatasetError(f"output directory {path.parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; on success rename it over `path` in one step.
+
+    A crash, exception or Ctrl-C leaves `path` as it was (absent or the old file).
+    """
+    path = Path(path)
+    check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_demos(path: str | Path, demos: Demos) -> None:
+    """Write `demos` to `path` atomically (temporary file + rename)."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        data = f.create_group("data")
+        total = 0
+        for i, ep in enumerate(demos.episodes):
+            g = data.create_group(f"demo_{i}")
+            g.create_dataset("actions", data=ep.actions.astype(np.float32))
+            g.create_dataset("rewards", data=ep.rewards.astype(np.float32))
+            g.create_dataset("dones", data=ep.dones.astype(np.int64))
+            for key, value in ep.obs.items():
+                g.create_dataset(f"obs/{key}", data=value.astype(np.float32))
+            g.attrs.update(
+                num_samples=len(ep),
+                mode=int(ep.mode),
+                mode_name=ep.mode_name,
+                instruction=ep.instruction,
+                seed=int(ep.seed),
+            )
+            total += len(ep)
+        data.attrs["total"] = total
+        data.attrs["env_args"] = json.dumps(demos.env_args)
+        data.attrs["mode_names"] = json.dumps(list(demos.mode_names))
+        data.attrs["layout"] = json.dumps(demos.layout)
+
+
+# ---------------------------------------------------------------------------------------- reading
+
+
+def _json_attr(attrs, key: str, default, path: Path):
+    if key not in attrs:
+        return default
+    raw = attrs[key]
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(str(raw))
+    except json.JSONDecodeError:
+        raise DatasetError(f"{path}: attribute data.{key} is not valid JSON") from None
+
+
+def _str_attr(attrs, key: str, default: str) -> str:
+    v = attrs.get(key, default)
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def _array(group, key: str, path: Path, name: str) -> np.ndarray:
+    if key not in group:
+        raise DatasetError(f"{path}: {name} has no '{key}'")
+    ds = group[key]
+    if not hasattr(ds, "dtype"):
+        raise DatasetError(f"{path}: {name}/{key} is not an array")
+    if ds.dtype.kind not in "fiub":
+        raise DatasetError(f"{path}: {name}/{key} has non-numeric dtype {ds.dtype}")
+    try:
+        x = ds[()]
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read {name}/{key}: {e}") from None
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DatasetError(f"{path}: {name}/{key} contains NaN or inf")
+    return x
+
+
+def load_demos(path: str | Path, obs_keys: tuple[str, ...] | None = None) -> Demos:
+    """Read a robomimic-layout HDF5 file fully into RAM, validating as it goes.
+
+    Raises DatasetError (one line) for a missing, truncated, foreign or inconsistent file.
+    `obs_keys` limits which observation keys are loaded (all when None) and must all exist.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {path}")
+    try:
+        ok = h5py.is_hdf5(path)
+    except OSError:
+        ok = False
+    if not ok:
+        raise DatasetError(f"{path} is not an HDF5 file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path} cannot be opened (truncated or damaged?): {e}") from None
+    with f:
+        if "data" not in f or not isinstance(f["data"], h5py.Group):
+            raise DatasetError(f"{path} has no 'data' group: not a robomimic-layout dataset")
+        data = f["data"]
+        names = [k for k in data if k.startswith("demo_")]
+        if not names:
+            raise DatasetError(f"{path} contains no episodes (no data/demo_* groups)")
+
+        def order(name: str):
+            suffix = name[len("demo_") :]
+            return (0, int(suffix), "") if suffix.isdigit() else (1, 0, suffix)
+
+        episodes = []
+        first_keys = None
+        for name in sorted(names, key=order):
+            try:
+                g = data[name]
+                episodes.append(_read_episode(g, path, name, obs_keys))
+            except DatasetError:
+                raise
+            except (OSError, KeyError, ValueError, TypeError) as e:
+                raise DatasetError(f"{path}: cannot read data/{name}: {e}") from None
+            keys = set(episodes[-1].obs)
+            if first_keys is None:
+                first_keys = keys
+            elif keys != first_keys:
+                raise DatasetError(
+                    f"{path}: data/{name} has observation keys {sorted(keys)}, "
+                    f"the first episode has {sorted(first_keys)}"
+                )
+            if episodes[-1].actions.shape[1:] != episodes[0].actions.shape[1:]:
+                raise DatasetError(
+                    f"{path}: data/{name}/actions has shape "
+                    f"{episodes[-1].actions.shape}, inconsistent with other episodes"
+                )
+        env_args = _json_attr(data.attrs, "env_args", {}, path)
+        mode_names = _json_attr(data.attrs, "mode_names", [], path)
+        layout = _json_attr(data.attrs, "layout", {}, path)
+    if not isinstance(env_args, dict) or not isinstance(mode_names, list):
+        raise DatasetError(f"{path}: data.env_args must be a JSON object and mode_names a list")
+    return Demos(
+        episodes, env_args, [str(m) for m in mode_names], layout if isinstance(layout, dict) else {}
+    )
+
+
+def _read_episode(g, path: Path, name: str, obs_keys) -> Episode:
+    actions = _array(g, "actions", path, f"data/{name}").astype(np.float32)
+    if actions.ndim != 2:
+        raise DatasetError(f"{path}: data/{name}/actions must be 2-D (T, A), got {actions.shape}")
+    T = len(actions)
+    if T == 0:
+        raise DatasetError(f"{path}: data/{name} has zero length")
+    if "obs" not in g:
+        raise DatasetError(f"{path}: data/{name} has no 'obs' group")
+    keys = list(obs_keys) if obs_keys is not None else list(g["obs"].keys())
+    obs = {}
+    for key in keys:
+        if key not in g["obs"]:
+            raise DatasetError(
+                f"{path}: data/{name}/obs has no key '{key}' "
+                f"(it has: {', '.join(sorted(g['obs'].keys()))})"
+            )
+        x = _array(g["obs"], key, path, f"data/{name}/obs").astype(np.float32)
+        if x.ndim < 1 or len(x) != T:
+            raise DatasetError(
+                f"{path}: data/{name}/obs/{key} has {x.shape[:1]} steps, actions have {T}"
+            )
+        obs[key] = x.reshape(T, -1) if x.ndim == 1 else x
+    rewards = _array(g, "rewards", path, f"data/{name}") if "rewards" in g else np.zeros(T)
+    dones = _array(g, "dones", path, f"data/{name}") if "dones" in g else np.zeros(T)
+    if len(rewards) != T or len(dones) != T:
+        raise DatasetError(f"{path}: data/{name} rewards/dones length differs from actions ({T})")
+    a = g.attrs
+    try:
+        mode = int(a.get("mode", -1))
+        seed = int(a.get("seed", -1))
+    except (TypeError, ValueError):
+        raise DatasetError(f"{path}: data/{name} attrs mode/seed must be integers") from None
+    return Episode(
+        obs=obs,
+        actions=actions,
+        rewards=rewards.astype(np.float32),
+        dones=dones.astype(bool),
+        mode=mode,
+        mode_name=_str_attr(a, "mode_name", "none"),
+        instruction=_str_attr(a, "instruction", ""),
+        seed=seed,
+    )
+
+
+def summarize(demos: Demos, n_instructions: int = 5) -> dict:
+    """Counts for `diffpolicy info`: episodes, steps, lengths, modes, sample instructions."""
+    lengths = np.array([len(e) for e in demos.episodes])
+    names = list(demos.mode_names) or [str(k) for k in range(demos.num_modes)]
+    counts = demos.mode_counts()
+    modes = {names[k]: int(c) for k, c in enumerate(counts)}
+    unlabeled = sum(e.mode < 0 for e in demos.episodes)
+    if unlabeled:
+        modes["(none)"] = int(unlabeled)
+    seen: list[str] = []
+    for e in demos.episodes:
+        if e.instruction and e.instruction not in seen:
+            seen.append(e.instruction)
+    first = demos.episodes[0]
+    return {
+        "env_id": demos.env_id,
+        "episodes": len(demos.episodes),
+        "steps": int(lengths.sum()),
+        "length_min": int(lengths.min()),
+        "length_mean": float(lengths.mean()),
+        "length_max": int(lengths.max()),
+        "obs_shapes": {k: list(v.shape[1:]) for k, v in first.obs.items()},
+        "action_dim": int(first.actions.shape[1]),
+        "modes": modes,
+        "instructions": seen[:n_instructions],
+    }
+
+
+# ---------------------------------------------------------------------------------------- windows
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split by episode -> (train_ids, val_ids). At least one training episode."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(int(round(n * val_fraction)), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def episode_obs(ep: Episode, obs_keys: tuple[str, ...]) -> np.ndarray:
+    """(T, Do): the chosen observation keys concatenated in order."""
+    missing = [k for k in obs_keys if k not in ep.obs]
+    if missing:
+        raise DatasetError(
+            f"observation key(s) {missing} not in dataset (it has: "
+            f"{', '.join(sorted(ep.obs))}); check data.obs_keys"
+        )
+    return np.concatenate([ep.obs[k].reshape(len(ep), -1) for k in obs_keys], axis=1)
+
+
+def make_windows(
+    demos: Demos,
+    ids: np.ndarray,
+    obs_keys: tuple[str, ...],
+    goal_key: str | None,
+    n_obs_steps: int,
+    horizon: int,
+) -> dict[str, np.ndarray]:
+    """One training window per time step of each chosen episode.
+
+    Returns arrays with N = total steps of the episodes `ids`:
+        obs (N, To, Do), action (N, Tp, A), action_mask (N, Tp) bool, goal (N, G) [if goal_key],
+        mode (N,) int64, episode (N,) int64 (index into demos.episodes).
+    """
+    To, Tp = n_obs_steps, horizon
+    out: dict[str, list] = {"obs": [], "action": [], "action_mask": [], "mode": [], "episode": []}
+    if goal_key:
+        out["goal"] = []
+    for i in ids:
+        ep = demos.episodes[int(i)]
+        T = len(ep)
+        obs = episode_obs(ep, obs_keys)
+        t = np.arange(T)[:, None]  # (T, 1) current step of each window
+        obs_idx = t + np.arange(-To + 1, 1)[None]  # (T, To)
+        act_idx = t + np.arange(-To + 1, -To + 1 + Tp)[None]  # (T, Tp)
+        out["obs"].append(obs[np.clip(obs_idx, 0, T - 1)])
+        out["action"].append(ep.actions[np.clip(act_idx, 0, T - 1)])
+        out["action_mask"].append(act_idx >= 0)
+        out["mode"].append(np.full(T, ep.mode, dtype=np.int64))
+        out["episode"].append(np.full(T, int(i), dtype=np.int64))
+        if goal_key:
+            if goal_key not in ep.obs:
+                raise DatasetError(
+                    f"goal key '{goal_key}' not in dataset observations "
+                    f"({', '.join(sorted(ep.obs))}); check data.goal_key"
+                )
+            out["goal"].append(ep.obs[goal_key].reshape(T, -1))
+    windows = {k: np.concatenate(v) for k, v in out.items()}
+    for k in ("obs", "action", "goal"):
+        if k in windows:
+            windows[k] = windows[k].astype(np.float32)
+    return windows
+
+
+def normalizer_data(windows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays for Normalizer.fit: every observation, action and goal frame, flattened to (N, D)."""
+    data = {
+        "obs": windows["obs"].reshape(-1, windows["obs"].shape[-1]),
+        "action": windows["action"].reshape(-1, windows["action"].shape[-1]),
+    }
+    if "goal" in windows:
+        data["goal"] = windows["goal"]
+    return data
