@@ -1,0 +1,206 @@
+"""Figures, videos and the HTML report.
+
+Top-view path plots are drawn over the task layout (`env.unwrapped.layout()`, stored in the demo
+file): obstacles as circles, start/goal regions as rectangles, the success line if any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def mode_colors(num_modes: int) -> list:
+    """One colour per mode (tab10/tab20, then hsv for many); index -1 (no mode) is grey."""
+    plt = _plt()
+    cmap = plt.get_cmap("tab10" if num_modes <= 10 else "tab20" if num_modes <= 20 else "hsv")
+    return [cmap(k % cmap.N if num_modes <= 20 else k / num_modes) for k in range(num_modes)]
+
+
+def _region(ax, region, color: str, label: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    if isinstance(region, dict) and "low" in region and "high" in region:
+        (x0, y0), (x1, y1) = region["low"][:2], region["high"][:2]
+    elif isinstance(region, (list, tuple)) and len(region) == 4:
+        x0, y0, x1, y1 = region
+    else:
+        return
+    ax.add_patch(
+        Rectangle((x0, y0), x1 - x0, y1 - y0, fill=True, alpha=0.15, color=color, label=label)
+    )
+
+
+def draw_layout(ax, layout: dict) -> None:
+    """Obstacles, regions and success line of a task layout on a matplotlib axis (x right, y up)."""
+    from matplotlib.patches import Circle
+
+    for x, y, r in layout.get("obstacles", []):
+        ax.add_patch(Circle((x, y), r, color="0.3", zorder=3))
+    _region(ax, layout.get("start_region"), "tab:green", "start")
+    _region(ax, layout.get("goal_region"), "tab:orange", "goal")
+    for cube in layout.get("cubes", []):
+        ax.plot(*cube[:2], marker="s", markersize=8, color=cube[3] if len(cube) > 3 else "k")
+    if layout.get("success_y") is not None:
+        ax.axhline(layout["success_y"], color="tab:orange", ls="--", lw=1)
+
+
+def plot_paths(
+    out: str | Path,
+    layout: dict,
+    paths: Sequence[tuple[np.ndarray, int]],
+    mode_names: Sequence[str],
+    title: str = "",
+    ax=None,
+) -> None:
+    """Top view of end-effector paths coloured by mode. `paths`: [(xy (T, 2), mode), ...]."""
+    plt = _plt()
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5, 5))
+    colors = mode_colors(max(len(mode_names), 1))
+    seen = set()
+    for xy, mode in paths:
+        color = colors[mode] if 0 <= mode < len(colors) else "0.6"
+        label = None
+        if mode not in seen:
+            seen.add(mode)
+            label = mode_names[mode] if 0 <= mode < len(mode_names) else "no mode"
+        ax.plot(xy[:, 0], xy[:, 1], color=color, lw=0.8, alpha=0.7, label=label)
+    draw_layout(ax, layout)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    ax.set_title(title, fontsize=10)
+    if len(seen) <= 12:
+        ax.legend(fontsize=7, loc="best")
+    if own and out is not None:
+        fig.tight_layout()
+        fig.savefig(out, dpi=120)
+        plt.close(fig)
+
+
+def plot_mode_bars(out: str | Path, mode_names: Sequence[str], series: dict[str, Sequence[float]],
+                   title: str = "") -> None:
+    """Grouped bar chart of mode probabilities, e.g. {"demos": [...], "diffusion": [...]}."""
+    plt = _plt()
+    k = len(mode_names)
+    fig, ax = plt.subplots(figsize=(max(4, 0.35 * k * max(len(series), 1) + 2), 3))
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(k)
+    for j, (label, probs) in enumerate(series.items()):
+        if probs is None:
+            continue
+        ax.bar(x + (j - (len(series) - 1) / 2) * width, probs, width, label=label)
+    ax.set_xticks(x, mode_names, rotation=90 if k > 6 else 0, fontsize=7 if k > 6 else 9)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
+    """One MP4 per episode (libx264 from imageio-ffmpeg); returns the file paths."""
+    import imageio.v2 as imageio
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for episode, images in sorted(frames.items()):
+        path = out_dir / f"episode_{episode:04d}.mp4"
+        imageio.mimwrite(path, [np.asarray(f)[..., :3] for f in images], fps=10,
+                         codec="libx264", macro_block_size=16)
+        paths.append(str(path))
+    return paths
+
+
+def write_eval_report(out_dir: str | Path, cfg, result: dict, records, frames) -> None:
+    """metrics.json, paths.png (policy next to demos), modes.png, videos/, index.html."""
+    import json
+
+    from diffpolicy.dataset import load_demos
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    demos = None
+    if cfg.data.dataset and Path(cfg.data.dataset).is_file():
+        demos = load_demos(cfg.data.dataset)
+    names = list(demos.mode_names) if demos else [str(k) for k in range(result["num_modes"])]
+    layout = demos.layout if demos else {}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+    if demos:
+        plot_paths(None, layout, [(e.obs["observation"][:, :2], e.mode)
+                                  for e in demos.episodes[:200]], names,
+                   title=f"demos ({len(demos.episodes)})", ax=axes[0])
+    colored = [(np.asarray(r.path), r.mode if r.success else -1) for r in records[:200]]
+    plot_paths(None, layout, colored, names, ax=axes[1],
+               title=f"{result['policy_type']}: success {result['success_rate']:.2f}, "
+                     f"entropy {result['normalized_entropy']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out_dir / "paths.png", dpi=110)
+    plt.close(fig)
+    plot_mode_bars(out_dir / "modes.png", names,
+                   {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
+                   title="mode probabilities (successful episodes)")
+    videos = write_videos(out_dir / "videos", frames) if frames else []
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    rows = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
+    html = ["<h1>diffpolicy evaluation</h1>", "<table>"]
+    html += [f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
+    html += ["</table>", '<img src="paths.png" width="800"><br>', '<img src="modes.png">']
+    html += [f'<video src="videos/{Path(v).name}" controls width="320"></video>' for v in videos]
+    (out_dir / "index.html").write_text(_page("\n".join(html)))
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _page(body: str) -> str:
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>diffpolicy</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;"
+            "border-bottom:1px solid #ddd}table{border-collapse:collapse}</style></head>"
+            f"<body>{body}</body></html>")
+
+
+def comparison_table(summary: dict[str, dict]) -> str:
+    """Plain-text table of the key numbers per policy type."""
+    cols = [("success", "success_rate"), ("collision", "collision_rate"),
+            ("entropy", "normalized_entropy"), ("TV→demos", "tv_to_demos"),
+            ("interp", "interpolation_rate"), ("ms/chunk", "chunk_latency_ms")]
+    lines = [f"{'policy':<10}" + "".join(f"{c:>11}" for c, _ in cols) + "   mode probs"]
+    for name, r in summary.items():
+        vals = "".join(f"{(r.get(k) if r.get(k) is not None else float('nan')):>11.3f}"
+                       for _, k in cols)
+        probs = " ".join(f"{p:.2f}" for p in r.get("mode_probs", []))
+        lines.append(f"{name:<10}{vals}   [{probs}]")
+    return "\n".join(lines)
+
+
+def write_summary_page(out_dir: str | Path, summary: dict[str, dict], demos_plot: str | None,
+                       table: str) -> None:
+    """index.html of the quickstart: the comparison table and each policy's figures."""
+    out_dir = Path(out_dir)
+    body = ["<h1>diffpolicy quickstart</h1>", f"<pre>{table}</pre>"]
+    if demos_plot:
+        body.append(f'<h2>demonstrations</h2><img src="{demos_plot}" width="400">')
+    for name in summary:
+        body.append(f"<h2>{name}</h2>")
+        body.append(f'<img src="{name}/paths.png" width="800"><br><img src="{name}/modes.png">')
+        for v in sorted((out_dir / name / "videos").glob("*.mp4")):
+            body.append(f'<video src="{name}/videos/{v.name}" controls width="320"></video>')
+    (out_dir / "index.html").write_text(_page("\n".join(body)))

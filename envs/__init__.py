@@ -1,0 +1,66 @@
+"""Gymnasium environments of diffpolicy; importing this package registers their ids.
+
+| id | class | task_name | modes |
+|----|-------|-----------|-------|
+| ``diffpolicy/ReachAround-v0`` | :class:`envs.reach_around.ReachAroundEnv` | reach_around | 2 |
+| ``diffpolicy/ReachAroundMaze-v0`` | same, ``layout="maze"`` | reach_around_maze | 24 |
+| ``diffpolicy/Pick-v0`` | :class:`envs.pick.PickEnv` | pick | 2 |
+
+The envs own their time limit (``max_steps``), so they are registered without a TimeLimit.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+
+from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, sample_instruction
+from envs.pick import PickEnv, PickExpert
+from envs.reach_around import ReachAroundEnv, ReachAroundExpert, classify_route
+
+gymnasium.register(
+    id="diffpolicy/ReachAround-v0",
+    entry_point="envs.reach_around:ReachAroundEnv",
+    kwargs={"layout": "reach_around"},
+    max_episode_steps=None,
+)
+gymnasium.register(
+    id="diffpolicy/ReachAroundMaze-v0",
+    entry_point="envs.reach_around:ReachAroundEnv",
+    kwargs={"layout": "maze"},
+    max_episode_steps=None,
+)
+gymnasium.register(
+    id="diffpolicy/Pick-v0",
+    entry_point="envs.pick:PickEnv",
+    max_episode_steps=None,
+)
+
+
+def make_expert(
+    env: gymnasium.Env, mode: int | None = None, rng: np.random.Generator | None = None
+):
+    """Scripted expert for ``env`` (any wrapper of a diffpolicy env).
+
+    ``mode=None`` lets the expert draw a mode uniformly at each ``reset(obs, info)``; after
+    ``reset`` its ``mode`` attribute says which. ``act(obs)`` returns a float32 action.
+    """
+    task = env.unwrapped.task_name
+    if task in ("reach_around", "reach_around_maze"):
+        return ReachAroundExpert(env, mode=mode, rng=rng)
+    elif task == "pick":
+        return PickExpert(env, mode=mode, rng=rng)
+    raise ValueError(f"no expert for task_name={task!r}")
+
+
+__all__ = [
+    "HELDOUT_TEMPLATES",
+    "TRAIN_TEMPLATES",
+    "PickEnv",
+    "PickExpert",
+    "ReachAroundEnv",
+    "ReachAroundExpert",
+    "classify_route",
+    "make_expert",
+    "sample_instruction",
+]
