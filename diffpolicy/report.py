@@ -91,8 +91,9 @@ def plot_paths(
         plt.close(fig)
 
 
-def plot_mode_bars(out: str | Path, mode_names: Sequence[str], series: dict[str, Sequence[float]],
-                   title: str = "") -> None:
+def plot_mode_bars(
+    out: str | Path, mode_names: Sequence[str], series: dict[str, Sequence[float]], title: str = ""
+) -> None:
     """Grouped bar chart of mode probabilities, e.g. {"demos": [...], "diffusion": [...]}."""
     plt = _plt()
     k = len(mode_names)
@@ -121,8 +122,13 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
     paths = []
     for episode, images in sorted(frames.items()):
         path = out_dir / f"episode_{episode:04d}.mp4"
-        imageio.mimwrite(path, [np.asarray(f)[..., :3] for f in images], fps=10,
-                         codec="libx264", macro_block_size=16)
+        imageio.mimwrite(
+            path,
+            [np.asarray(f)[..., :3] for f in images],
+            fps=10,
+            codec="libx264",
+            macro_block_size=16,
+        )
         paths.append(str(path))
     return paths
 
@@ -143,19 +149,33 @@ def write_eval_report(out_dir: str | Path, cfg, result: dict, records, frames) -
     layout = demos.layout if demos else {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
     if demos:
-        plot_paths(None, layout, [(e.obs["observation"][:, :2], e.mode)
-                                  for e in demos.episodes[:200]], names,
-                   title=f"demos ({len(demos.episodes)})", ax=axes[0])
+        plot_paths(
+            None,
+            layout,
+            [(e.obs["observation"][:, :2], e.mode) for e in demos.episodes[:200]],
+            names,
+            title=f"demos ({len(demos.episodes)})",
+            ax=axes[0],
+        )
     colored = [(np.asarray(r.path), r.mode if r.success else -1) for r in records[:200]]
-    plot_paths(None, layout, colored, names, ax=axes[1],
-               title=f"{result['policy_type']}: success {result['success_rate']:.2f}, "
-                     f"entropy {result['normalized_entropy']:.2f}")
+    plot_paths(
+        None,
+        layout,
+        colored,
+        names,
+        ax=axes[1],
+        title=f"{result['policy_type']}: success {result['success_rate']:.2f}, "
+        f"entropy {result['normalized_entropy']:.2f}",
+    )
     fig.tight_layout()
     fig.savefig(out_dir / "paths.png", dpi=110)
     plt.close(fig)
-    plot_mode_bars(out_dir / "modes.png", names,
-                   {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
-                   title="mode probabilities (successful episodes)")
+    plot_mode_bars(
+        out_dir / "modes.png",
+        names,
+        {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
+        title="mode probabilities (successful episodes)",
+    )
     videos = write_videos(out_dir / "videos", frames) if frames else []
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     rows = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
@@ -171,28 +191,37 @@ def _fmt(v) -> str:
 
 
 def _page(body: str) -> str:
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>diffpolicy</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;"
-            "border-bottom:1px solid #ddd}table{border-collapse:collapse}</style></head>"
-            f"<body>{body}</body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>diffpolicy</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;"
+        "border-bottom:1px solid #ddd}table{border-collapse:collapse}</style></head>"
+        f"<body>{body}</body></html>"
+    )
 
 
 def comparison_table(summary: dict[str, dict]) -> str:
     """Plain-text table of the key numbers per policy type."""
-    cols = [("success", "success_rate"), ("collision", "collision_rate"),
-            ("entropy", "normalized_entropy"), ("TV→demos", "tv_to_demos"),
-            ("interp", "interpolation_rate"), ("ms/chunk", "chunk_latency_ms")]
+    cols = [
+        ("success", "success_rate"),
+        ("collision", "collision_rate"),
+        ("entropy", "normalized_entropy"),
+        ("TV→demos", "tv_to_demos"),
+        ("interp", "interpolation_rate"),
+        ("ms/chunk", "chunk_latency_ms"),
+    ]
     lines = [f"{'policy':<10}" + "".join(f"{c:>11}" for c, _ in cols) + "   mode probs"]
     for name, r in summary.items():
-        vals = "".join(f"{(r.get(k) if r.get(k) is not None else float('nan')):>11.3f}"
-                       for _, k in cols)
+        vals = "".join(
+            f"{(r.get(k) if r.get(k) is not None else float('nan')):>11.3f}" for _, k in cols
+        )
         probs = " ".join(f"{p:.2f}" for p in r.get("mode_probs", []))
         lines.append(f"{name:<10}{vals}   [{probs}]")
     return "\n".join(lines)
 
 
-def write_summary_page(out_dir: str | Path, summary: dict[str, dict], demos_plot: str | None,
-                       table: str) -> None:
+def write_summary_page(
+    out_dir: str | Path, summary: dict[str, dict], demos_plot: str | None, table: str
+) -> None:
     """index.html of the quickstart: the comparison table and each policy's figures."""
     out_dir = Path(out_dir)
     body = ["<h1>diffpolicy quickstart</h1>", f"<pre>{table}</pre>"]

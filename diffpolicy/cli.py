@@ -1,0 +1,245 @@
+"""Command line: `diffpolicy <command>` (also `python -m diffpolicy`).
+
+Exit codes: 0 ok, 2 user error (one line on stderr, no traceback), 130 interrupted.
+Heavy imports (torch, pybullet) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from diffpolicy.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own convention)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    return v
+
+
+def _pos_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 1")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be finite")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="diffpolicy", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("collect", help="run a scripted expert and write demos (HDF5)")
+    c.add_argument("env_id")
+    c.add_argument("--episodes", type=_pos_int, required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--workers", type=_pos_int, default=1)
+    c.add_argument("--seed", type=_nonneg_int, default=0)
+    c.add_argument("--mode", type=_nonneg_int, default=None, help="follow only this mode")
+    c.add_argument("--keep-failures", action="store_true")
+
+    i = sub.add_parser("info", help="summarize a demo file")
+    i.add_argument("file")
+    i.add_argument("--plot", metavar="PNG", help="top-view plot of the demos' paths by mode")
+    i.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
+
+    t = sub.add_parser("train", help="train a policy from a config")
+    t.add_argument("config", nargs="?")
+    t.add_argument("--dataset")
+    t.add_argument("--out")
+    t.add_argument("--resume", metavar="RUN_DIR")
+    t.add_argument("overrides", nargs="*", metavar="key=value")
+
+    e = sub.add_parser("eval", help="roll out a trained run and measure modes")
+    e.add_argument("run_dir")
+    e.add_argument("--episodes", type=_pos_int, default=50)
+    e.add_argument("--envs", type=_pos_int, default=8)
+    e.add_argument("--json", metavar="FILE")
+    e.add_argument("--video", metavar="DIR", help="write MP4s of the first episodes")
+    e.add_argument("--report", metavar="DIR", help="write plots, videos and index.html")
+    cmd = e.add_mutually_exclusive_group()
+    cmd.add_argument("--mode", help="command mode K, or 'all' to cycle through the modes")
+    cmd.add_argument("--instruction", help="language command (language-conditioned runs)")
+    e.add_argument("--guidance", type=_float, default=None)
+    e.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"))
+    e.add_argument("--steps", type=_pos_int)
+    e.add_argument("--seed", type=_nonneg_int)
+
+    q = sub.add_parser("quickstart", help="collect -> train 3 policies -> evaluate -> report")
+    q.add_argument("--out", default="outputs/quickstart")
+    q.add_argument("--episodes", type=_pos_int, default=200, help="demos to collect")
+    q.add_argument("--eval-episodes", type=_pos_int, default=200)
+    q.add_argument("overrides", nargs="*", metavar="key=value")
+
+    m = sub.add_parser("modes", help="the toy mode study: collapse, averaging, interpolation")
+    m.add_argument("--quick", action="store_true")
+    m.add_argument("--out", default="outputs/modes")
+    m.add_argument("--json", metavar="FILE")
+    return p
+
+
+def cmd_collect(a) -> int:
+    from diffpolicy.collect import collect
+    from diffpolicy.dataset import check_writable
+
+    check_writable(a.out)
+    stats = collect(
+        a.env_id,
+        a.episodes,
+        a.out,
+        workers=a.workers,
+        seed=a.seed,
+        mode=a.mode,
+        keep_failures=a.keep_failures,
+    )
+    print(
+        f"wrote {stats.kept} episodes to {a.out} ({stats.tried} tried, "
+        f"{stats.seconds:.1f} s, {stats.episodes_per_s:.1f} episodes/s); "
+        f"modes: {stats.mode_counts}"
+    )
+    return 0
+
+
+def cmd_info(a) -> int:
+    from diffpolicy.dataset import load_demos, summarize
+
+    demos = load_demos(a.file)
+    summary = summarize(demos)
+    print(f"file:        {a.file}")
+    print(f"env:         {summary['env_id'] or '(unknown)'}")
+    print(f"episodes:    {summary['episodes']}")
+    print(
+        f"steps:       {summary['steps']} (length min {summary['length_min']}, "
+        f"mean {summary['length_mean']:.1f}, max {summary['length_max']})"
+    )
+    print(f"obs keys:    {', '.join(f'{k}{v}' for k, v in summary['obs_shapes'].items())}")
+    print(f"action dim:  {summary['action_dim']}")
+    print("modes:")
+    for name, count in summary["modes"].items():
+        share = count / max(summary["episodes"], 1)
+        print(f"  {name:<16} {count:>6}  {share:6.1%}  {'#' * round(40 * share)}")
+    if summary["instructions"]:
+        print("sample instructions:")
+        for text in summary["instructions"]:
+            print(f"  - {text}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(summary, indent=2))
+    if a.plot:
+        from diffpolicy.report import plot_paths
+
+        plot_paths(
+            a.plot,
+            demos.layout,
+            [(e.obs["observation"][:, :2], e.mode) for e in demos.episodes],
+            demos.mode_names,
+            title=f"{summary['env_id']}: {len(demos.episodes)} demos",
+        )
+        print(f"plot:        {a.plot}")
+    return 0
+
+
+def cmd_train(a) -> int:
+    from diffpolicy.train import train_from_cli
+
+    run_dir = train_from_cli(a.config, a.dataset, a.out, a.resume, a.overrides)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from diffpolicy.evaluate import evaluate_run
+    from diffpolicy.report import comparison_table
+
+    mode = a.mode
+    if mode is not None and mode != "all":
+        try:
+            mode = int(mode)
+        except ValueError:
+            raise UserError(f"--mode {mode!r} must be an integer or 'all'") from None
+    result = evaluate_run(
+        a.run_dir,
+        a.episodes,
+        n_envs=a.envs,
+        json_path=a.json,
+        video_dir=a.video,
+        mode=mode,
+        instruction=a.instruction,
+        guidance=a.guidance,
+        sampler=a.sampler,
+        steps=a.steps,
+        seed=a.seed,
+        report_dir=a.report,
+    )
+    print(comparison_table({result["policy_type"]: result}))
+    if result["commanded_mode_accuracy"] is not None:
+        print(f"commanded-mode accuracy: {result['commanded_mode_accuracy']:.3f}")
+    return 0
+
+
+def cmd_quickstart(a) -> int:
+    from diffpolicy.quickstart import quickstart
+
+    quickstart(
+        a.out, episodes=a.episodes, eval_episodes=a.eval_episodes, overrides=tuple(a.overrides)
+    )
+    return 0
+
+
+def cmd_modes(a) -> int:
+    from diffpolicy.evaluate import write_json
+    from diffpolicy.modes import run_study
+
+    result = run_study(quick=a.quick, out_dir=a.out)
+    if a.json:
+        write_json(a.json, result)
+    print(f"mode study written to {a.out}")
+    return 0
+
+
+COMMANDS = {
+    "collect": cmd_collect,
+    "info": cmd_info,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "quickstart": cmd_quickstart,
+    "modes": cmd_modes,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may follow options (argparse stops at the first option)
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"diffpolicy {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffpolicy {args.command}: interrupted", file=sys.stderr)
+        return 130

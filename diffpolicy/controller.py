@@ -1,0 +1,126 @@
+"""Receding-horizon control of many environments with one batched policy call per re-plan.
+
+For each env slot the controller keeps the last To observations. When a slot's action queue is
+empty it asks the policy for a chunk (B, Tp, A) -- all slots that need one in the same call --
+and queues `pred[:, To-1 : To-1+Ta]`. With temporal ensembling (ACT-style) it re-plans every
+step and executes the weighted mean of every stored chunk's prediction for the current step,
+weights exp(-m * age) with m = `temporal_ensemble`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import numpy as np
+import torch
+
+from diffpolicy.config import Config
+
+
+class RecedingHorizonController:
+    """Batched receding-horizon controller around a policy (see module docstring).
+
+    Example:
+        ctrl = RecedingHorizonController(policy, cfg, n_slots=8)
+        ctrl.reset(slot)                       # at the start of each episode in that slot
+        actions = ctrl.act({slot: obs_dict})   # -> {slot: (A,) float32}
+    """
+
+    def __init__(
+        self,
+        policy,
+        cfg: Config,
+        n_slots: int,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        temporal_ensemble: float | None = None,
+        seed: int = 0,
+    ):
+        self.policy, self.cfg = policy, cfg
+        self.To, self.Tp = cfg.data.n_obs_steps, cfg.data.horizon
+        self.Ta = cfg.data.n_action_steps
+        self.m = cfg.eval.temporal_ensemble if temporal_ensemble is None else temporal_ensemble
+        self.kwargs = {"sampler": sampler, "steps": steps, "guidance": guidance}
+        self.device = next(iter(policy.buffers())).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.history: list[deque] = [deque(maxlen=self.To) for _ in range(n_slots)]
+        self.queue: list[deque] = [deque() for _ in range(n_slots)]
+        self.chunks: list[list] = [[] for _ in range(n_slots)]  # ensembling: (t0, chunk)
+        self.t = [0] * n_slots
+        self.condition: list[dict] = [{} for _ in range(n_slots)]
+        self.latencies_ms: list[float] = []
+        self.batch_sizes: list[int] = []
+
+    def reset(self, slot: int, condition: dict | None = None) -> None:
+        """Start a new episode in `slot`; `condition`: {"mode": int} or {"lang": (E,) array}."""
+        self.history[slot].clear()
+        self.queue[slot].clear()
+        self.chunks[slot].clear()
+        self.t[slot] = 0
+        self.condition[slot] = condition or {}
+
+    def _features(self, obs: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        d = self.cfg.data
+        x = np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in d.obs_keys])
+        g = np.asarray(obs[d.goal_key], np.float32).reshape(-1) if d.goal_key else None
+        return x, g
+
+    def _plan(self, slots: list[int], goals: dict[int, np.ndarray]) -> np.ndarray:
+        """One batched policy call for `slots` -> (len(slots), Tp, A) in env units."""
+        batch = {
+            "obs": torch.from_numpy(np.stack([np.stack(self.history[s]) for s in slots])),
+        }
+        if self.cfg.data.goal_key:
+            batch["goal"] = torch.from_numpy(np.stack([goals[s] for s in slots]))
+        if self.cfg.policy.condition == "mode":
+            batch["mode"] = torch.tensor([self.condition[s].get("mode", -1) for s in slots])
+        elif self.cfg.policy.condition == "language":
+            dim = self.cfg.dims["lang_dim"]
+            rows = [self.condition[s].get("lang", np.full(dim, np.nan, np.float32)) for s in slots]
+            batch["lang"] = torch.from_numpy(np.stack(rows).astype(np.float32))
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        t0 = time.perf_counter()
+        chunk = self.policy.predict_action_chunk(batch, generator=self.generator, **self.kwargs)
+        if chunk.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        self.batch_sizes.append(len(slots))
+        return chunk.float().cpu().numpy()
+
+    def act(self, observations: dict[int, dict]) -> dict[int, np.ndarray]:
+        """Next action per slot: {slot: obs dict} -> {slot: (A,) float32 (may hold NaN)}."""
+        goals = {}
+        for s, obs in observations.items():
+            x, g = self._features(obs)
+            if not self.history[s]:
+                self.history[s].extend([x] * self.To)  # pad the first frame backwards
+            else:
+                self.history[s].append(x)
+            goals[s] = g
+        need = [s for s in observations if self.m > 0 or not self.queue[s]]
+        if need:
+            chunks = self._plan(need, goals)
+            for s, chunk in zip(need, chunks):
+                executable = chunk[self.To - 1 :]  # (Tp - To + 1, A): from the current step on
+                if self.m > 0:
+                    self.chunks[s].append((self.t[s], executable))
+                else:
+                    self.queue[s].extend(executable[: self.Ta])
+        out = {}
+        for s in observations:
+            if self.m > 0:
+                out[s] = self._ensemble(s)
+            else:
+                out[s] = self.queue[s].popleft()
+            self.t[s] += 1
+        return out
+
+    def _ensemble(self, s: int) -> np.ndarray:
+        t = self.t[s]
+        live = [(t0, c) for t0, c in self.chunks[s] if t - t0 < len(c)]
+        self.chunks[s] = live
+        preds = np.stack([c[t - t0] for t0, c in live])  # (n, A), oldest first
+        w = np.exp(-self.m * np.arange(len(live)))
+        return (w[:, None] * preds).sum(0) / w.sum()

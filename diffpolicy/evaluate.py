@@ -1,0 +1,233 @@
+"""Evaluate a trained run: rollouts -> per-episode records -> the evaluation JSON.
+
+Mode metrics come from `diffpolicy.metrics`, the same code the toy mode study uses.
+Definitions (see REFERENCE.md, "Measuring modes"):
+    success_rate, collision_rate, timeout_rate, interpolation_rate (episode ended between routes:
+    hit the start-facing side of an obstacle or stalled in front of it), mode_switch_rate
+    (episodes that changed side before committing);
+    mode_probs over successful episodes, demo_mode_probs from the training dataset,
+    normalized_entropy = H(mode_probs) / ln K, tv_to_demos, kl_to_demos, modes_covered;
+    commanded_mode_accuracy (null when unconditioned) overall and per mode;
+    chunk_latency_ms (mean over policy calls, with the mean batch size);
+    95% bootstrap intervals for every rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from diffpolicy import metrics
+from diffpolicy.rollout import EpisodeRecord
+
+
+def demo_mode_probs(cfg) -> list[float] | None:
+    """Mode probabilities of the dataset the run was trained on (None if it is gone)."""
+    from diffpolicy.dataset import load_demos
+    from diffpolicy.errors import DatasetError
+
+    if not cfg.data.dataset or not Path(cfg.data.dataset).is_file():
+        return None
+    try:
+        demos = load_demos(cfg.data.dataset, obs_keys=cfg.data.obs_keys)
+    except DatasetError:
+        return None
+    counts = demos.mode_counts().astype(float)
+    return (counts / max(counts.sum(), 1)).tolist()
+
+
+def aggregate(
+    records: list[EpisodeRecord],
+    num_modes: int,
+    demo_probs: list[float] | None,
+    latency_ms: list[float],
+    batch_sizes: list[int],
+) -> dict:
+    """Evaluation JSON (see module docstring) from per-episode records."""
+    n = len(records)
+
+    def rate(flags: np.ndarray) -> tuple[float, list[float]]:
+        return float(flags.mean()) if n else math.nan, list(metrics.bootstrap_ci(flags))
+
+    success = np.array([r.success for r in records], dtype=float)
+    collision = np.array([r.collision for r in records], dtype=float)
+    timeout = np.array([r.timeout for r in records], dtype=float)
+    interp = np.array([r.between_modes for r in records], dtype=float)
+    switched = np.array([r.mode_switches > 0 for r in records], dtype=float)
+    errors = np.array([r.error is not None for r in records], dtype=float)
+    modes = np.array([r.mode if r.success else -1 for r in records], dtype=np.int64)
+    probs = metrics.mode_probs(modes, num_modes)
+    out: dict = {"episodes": n}
+    for name, flags in [
+        ("success_rate", success),
+        ("collision_rate", collision),
+        ("timeout_rate", timeout),
+        ("interpolation_rate", interp),
+        ("mode_switch_rate", switched),
+        ("error_rate", errors),
+    ]:
+        out[name], out[f"{name}_ci95"] = rate(flags)
+    succ_modes = modes[modes >= 0]
+    out["mode_probs"] = probs.tolist()
+    out["demo_mode_probs"] = demo_probs
+    out["normalized_entropy"] = metrics.normalized_entropy(probs)
+    out["normalized_entropy_ci95"] = list(
+        metrics.bootstrap_ci(
+            succ_modes, lambda m: metrics.normalized_entropy(metrics.mode_probs(m, num_modes))
+        )
+    )
+    out["modes_covered"] = int((probs > 0).sum())
+    out["num_modes"] = num_modes
+    if demo_probs is not None and len(succ_modes):
+        q = np.asarray(demo_probs)
+        out["tv_to_demos"] = metrics.tv_distance(probs, q)
+        out["kl_to_demos"] = metrics.kl_divergence(probs, q)
+        out["tv_to_demos_ci95"] = list(
+            metrics.bootstrap_ci(
+                succ_modes, lambda m: metrics.tv_distance(metrics.mode_probs(m, num_modes), q)
+            )
+        )
+    else:
+        out["tv_to_demos"] = out["kl_to_demos"] = None
+    commanded = [r for r in records if r.commanded_mode is not None]
+    if commanded:
+        hit = np.array([r.mode == r.commanded_mode for r in commanded], dtype=float)
+        out["commanded_mode_accuracy"], out["commanded_mode_accuracy_ci95"] = (
+            float(hit.mean()),
+            list(metrics.bootstrap_ci(hit)),
+        )
+        per = {}
+        for k in sorted({r.commanded_mode for r in commanded}):
+            sel = np.array([r.commanded_mode == k for r in commanded])
+            per[str(k)] = float(hit[sel].mean())
+        out["commanded_mode_accuracy_per_mode"] = per
+        out["commanded_success_rate"] = float(np.mean([r.success for r in commanded]))
+    else:
+        out["commanded_mode_accuracy"] = None
+    out["chunk_latency_ms"] = float(np.mean(latency_ms)) if latency_ms else None
+    out["chunk_latency_p95_ms"] = float(np.percentile(latency_ms, 95)) if latency_ms else None
+    out["mean_batch_size"] = float(np.mean(batch_sizes)) if batch_sizes else None
+    out["episode_length_mean"] = float(np.mean([r.length for r in records])) if n else None
+    return out
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    episodes: int,
+    n_envs: int = 8,
+    json_path: str | Path | None = None,
+    video_dir: str | Path | None = None,
+    mode: int | str | None = None,
+    instruction: str | None = None,
+    guidance: float | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    report_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
+
+    mode: an int K (command mode K), "all" (cycle through every mode), or None.
+    instruction: a sentence (language-conditioned runs), or None.
+    With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
+    """
+    import torch
+
+    from diffpolicy.checkpoint import load_policy
+    from diffpolicy.errors import UserError
+
+    torch.set_num_threads(1)
+    policy, cfg = load_policy(run_dir)
+    if sampler is not None and sampler not in ("ddpm", "ddim", "dpmpp"):
+        raise UserError(f"--sampler {sampler!r} must be one of ddpm, ddim, dpmpp")
+    if steps is not None and not 1 <= steps <= cfg.policy.num_train_timesteps:
+        raise UserError(f"--steps {steps} must be in [1, {cfg.policy.num_train_timesteps}]")
+    num_modes = int(cfg.dims.get("num_modes", 0))
+    condition_fn = make_condition_fn(cfg, mode, instruction, num_modes)
+    if cfg.policy.condition != "none" and mode is None and instruction is None and guidance is None:
+        guidance = 0.0
+    kwargs = {"sampler": sampler, "steps": steps, "guidance": guidance}
+    from diffpolicy.rollout import rollout
+
+    n_video = 3 if video_dir or report_dir else 0
+    records, stats = rollout(
+        policy,
+        cfg,
+        episodes,
+        n_envs=n_envs,
+        seed=cfg.eval.seed if seed is None else seed,
+        condition_fn=condition_fn,
+        controller_kwargs=kwargs,
+        video_episodes=n_video,
+        progress=progress,
+    )
+    result = aggregate(
+        records, num_modes, demo_mode_probs(cfg), stats["latency_ms"], stats["batch_sizes"]
+    )
+    result.update(
+        run_dir=str(run_dir),
+        env_id=cfg.env_id,
+        policy_type=cfg.policy.type,
+        sampler=sampler or cfg.policy.sampler,
+        steps=steps or cfg.policy.num_inference_steps,
+        guidance=guidance if guidance is not None else cfg.policy.guidance,
+        envs=n_envs,
+        seconds=stats["seconds"],
+        episodes_per_min=60 * episodes / max(stats["seconds"], 1e-9),
+        policy_time_share=stats["policy_seconds"] / max(stats["seconds"], 1e-9),
+        records=[r.summary() for r in records],
+    )
+    if video_dir:
+        from diffpolicy.report import write_videos
+
+        result["videos"] = write_videos(video_dir, stats["frames"])
+    if report_dir:
+        from diffpolicy.report import write_eval_report
+
+        write_eval_report(report_dir, cfg, result, records, stats["frames"])
+    if json_path:
+        write_json(json_path, result)
+    return result
+
+
+def make_condition_fn(cfg, mode, instruction, num_modes):
+    """Per-episode command: episode index -> (controller condition, commanded mode, text)."""
+    from diffpolicy.errors import UserError
+
+    cond = cfg.policy.condition
+    if mode is not None and cond != "mode":
+        raise UserError(f"--mode needs a mode-conditioned run (this run has condition={cond})")
+    if instruction is not None and cond != "language":
+        raise UserError(f"--instruction needs a language-conditioned run (condition={cond})")
+    if mode is not None:
+        if mode != "all" and not 0 <= int(mode) < num_modes:
+            raise UserError(f"--mode {mode} out of range: the run has modes 0..{num_modes - 1}")
+
+        def by_mode(i: int):
+            k = i % num_modes if mode == "all" else int(mode)
+            return {"mode": k}, k, None
+
+        return by_mode
+    if instruction is not None:
+        from diffpolicy import language
+
+        emb = language.embed([instruction], cfg.policy.language_model)[0]
+        return lambda i: ({"lang": emb}, None, instruction)
+    return None
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically (temporary file + rename)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
