@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quick", action="store_true")
     m.add_argument("--out", default="outputs/modes")
     m.add_argument("--json", metavar="FILE")
+
+    b = sub.add_parser("bench", help="speed benchmarks (collection, latency, training)")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--json", metavar="FILE")
+    b.add_argument("--only", nargs="*", default=[], choices=("collect", "latency", "train"))
     return p
 
 
@@ -217,7 +222,19 @@ def cmd_modes(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    from diffpolicy.bench import run_bench
+    from diffpolicy.evaluate import write_json
+
+    result = run_bench(quick=a.quick, only=tuple(a.only))
+    if a.json:
+        write_json(a.json, result)
+        print(f"wrote {a.json}")
+    return 0
+
+
 COMMANDS = {
+    "bench": cmd_bench,
     "collect": cmd_collect,
     "info": cmd_info,
     "train": cmd_train,

@@ -12,11 +12,34 @@ why it is not at the origin).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import numpy as np
-import pybullet
-import pybullet_data
-from pybullet_utils import bullet_client
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence C-level stdout/stderr: pybullet prints its build time and argv on import/connect."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+with _quiet_fds():
+    import pybullet
+    import pybullet_data
+    from pybullet_utils import bullet_client
 
 PHYSICS_HZ = 240
 CONTROL_HZ = 10
@@ -44,7 +67,8 @@ class Scene:
     """
 
     def __init__(self, finger_friction: float = 1.5) -> None:
-        self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
+        with _quiet_fds():
+            self.client = bullet_client.BulletClient(connection_mode=pybullet.DIRECT)
         c = self.client
         c.setAdditionalSearchPath(pybullet_data.getDataPath())
         c.setGravity(0.0, 0.0, -9.81)
