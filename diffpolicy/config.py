@@ -304,7 +304,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}

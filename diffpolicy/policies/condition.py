@@ -1,0 +1,146 @@
+"""What every policy shares: the normalizer, the extra condition (mode / language) and the
+global condition vector fed to the backbone.
+
+    global_cond = concat(flatten_time_major(normalize(obs)) (B, To*Do),
+                         normalize(goal) (B, G),            # when dims["goal_dim"] > 0
+                         cond_emb (B, cond_embed_dim))      # when policy.condition != "none"
+
+Adding a condition type = one `elif` in `ConditionEncoder.__init__` and one in
+`ConditionEncoder.forward`.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from diffpolicy.config import Config
+from diffpolicy.normalizer import Normalizer
+
+
+def make_normalizer(cfg: Config) -> Normalizer:
+    """Normalizer over obs (Do), action (A) and goal (G, only if G > 0)."""
+    dims = {"obs": cfg.dims["obs_dim"], "action": cfg.dims["action_dim"]}
+    if cfg.dims.get("goal_dim", 0) > 0:
+        dims["goal"] = cfg.dims["goal_dim"]
+    return Normalizer(dims)
+
+
+class ConditionEncoder(nn.Module):
+    """Extra condition -> (B, cond_embed_dim), with a learned "null" for classifier-free guidance.
+
+    - "mode": `nn.Embedding(num_modes + 1, D)`; row num_modes is null (also used for mode < 0).
+    - "language": sentence embedding (B, E) -> standardize -> MLP -> (B, D); null is a learned
+      vector. Sentence embeddings of different instructions are nearly parallel (cosine 0.98 for
+      "... on the left" vs "... on the right"), so the shared direction would dominate a plain
+      projection. Each dimension is standardized with the dataset's mean and std, kept as
+      buffers (`lang_mean`, `lang_var`): they are a running (cumulative) average over training
+      batches, or set exactly with `fit_language(embeddings)`. What remains is the part that
+      differs between instructions, at unit scale.
+    - "none": no parameters, `forward` returns None.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.kind = cfg.policy.condition
+        D = cfg.model.cond_embed_dim
+        if self.kind == "mode":
+            self.num_modes = cfg.dims["num_modes"]
+            self.embed = nn.Embedding(self.num_modes + 1, D)
+        elif self.kind == "language":
+            E = cfg.dims["lang_dim"]
+            self.register_buffer("lang_mean", torch.zeros(E))
+            self.register_buffer("lang_var", torch.ones(E))
+            self.register_buffer("lang_count", torch.zeros((), dtype=torch.long))
+            self.proj = nn.Sequential(nn.Linear(E, 256), nn.Mish(), nn.Linear(256, D))
+            self.null = nn.Parameter(torch.randn(D) * 0.02)
+        elif self.kind != "none":
+            raise ValueError(f"policy.condition={self.kind!r} must be none, mode or language")
+
+    @torch.no_grad()
+    def fit_language(self, emb: Tensor) -> None:
+        """Set the language standardization from all instruction embeddings (N, E)."""
+        emb = torch.as_tensor(emb, dtype=torch.float32).to(self.lang_mean.device)
+        self.lang_mean.copy_(emb.mean(0))
+        self.lang_var.copy_(emb.var(0, unbiased=False))
+        self.lang_count.fill_(len(emb))
+
+    @torch.no_grad()
+    def _update_language_stats(self, emb: Tensor) -> None:
+        """Cumulative mean / variance over every embedding seen in training (Chan et al.)."""
+        n, m = self.lang_count.item(), emb.shape[0]
+        mean_b, var_b = emb.mean(0), emb.var(0, unbiased=False)
+        total = n + m
+        delta = mean_b - self.lang_mean
+        self.lang_var.copy_((n * self.lang_var + m * var_b + delta**2 * n * m / total) / total)
+        self.lang_mean.add_(delta * m / total)
+        self.lang_count.fill_(total)
+
+    def forward(
+        self, batch: dict[str, Tensor], B: int, drop: Tensor | None = None
+    ) -> Tensor | None:
+        """(B, cond_embed_dim) condition embedding; rows where `drop` (B,) bool is True are null.
+
+        A batch without the condition key gets the null embedding for every row.
+        """
+        if self.kind == "none":
+            return None
+        if self.kind == "mode":
+            mode = batch["mode"].long() if "mode" in batch else torch.full(
+                (B,), -1, dtype=torch.long, device=self.embed.weight.device)
+            idx = torch.where(mode < 0, torch.full_like(mode, self.num_modes), mode)
+            if drop is not None:
+                idx = torch.where(drop, torch.full_like(idx, self.num_modes), idx)
+            return self.embed(idx)
+        if self.kind == "language":
+            null = self.null.expand(B, -1)
+            if "lang" not in batch:
+                return null
+            emb = batch["lang"].float()
+            if self.training and torch.is_grad_enabled():
+                self._update_language_stats(emb)
+            z = (emb - self.lang_mean) / torch.sqrt(self.lang_var + 1e-6)
+            out = self.proj(z)
+            if drop is not None:
+                out = torch.where(drop[:, None], null, out)
+            return out
+        raise AssertionError(self.kind)
+
+
+def global_condition(
+    normalizer: Normalizer,
+    cond_encoder: ConditionEncoder,
+    batch: dict[str, Tensor],
+    drop: Tensor | None = None,
+) -> Tensor:
+    """(B, To*Do + G + cond_embed_dim) global condition from a batch in env units.
+
+    batch["obs"] (B, To, Do), batch["goal"] (B, G) if the normalizer has a goal, and the
+    extra condition (batch["mode"] (B,) / batch["lang"] (B, E)). `drop` (B,) bool nulls the
+    extra condition for those rows.
+    """
+    obs = normalizer.normalize("obs", batch["obs"].float())  # (B, To, Do)
+    B = obs.shape[0]
+    parts = [rearrange(obs, "b t d -> b (t d)")]  # time-major flatten
+    if "goal" in normalizer.names:
+        parts.append(normalizer.normalize("goal", batch["goal"].float()))
+    emb = cond_encoder(batch, B, drop)
+    if emb is not None:
+        parts.append(emb)
+    return torch.cat(parts, dim=-1)
+
+
+def condition_dropout(cfg: Config, B: int, device: torch.device) -> Tensor | None:
+    """(B,) bool mask of rows whose extra condition is replaced by null in training."""
+    if cfg.policy.condition == "none" or cfg.policy.cond_dropout <= 0:
+        return None
+    return torch.rand(B, device=device) < cfg.policy.cond_dropout
+
+
+def masked_mean(sq_err: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of sq_err (B, Tp, A) over positions where mask (B, Tp) is True."""
+    if mask is None:
+        return sq_err.mean()
+    m = mask.to(sq_err.dtype).unsqueeze(-1).expand_as(sq_err)
+    return (sq_err * m).sum() / m.sum().clamp_min(1.0)

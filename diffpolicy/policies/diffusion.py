@@ -1,0 +1,129 @@
+"""Diffusion policy: a conditional 1D UNet denoises a chunk of Tp future actions.
+
+Batch (env units; normalization happens here):
+    obs (B, To, Do), action (B, Tp, A), action_mask (B, Tp) bool, goal (B, G) when
+    dims["goal_dim"] > 0, mode (B,) int64 when condition == "mode", lang (B, E) when
+    condition == "language".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from diffpolicy.config import Config
+from diffpolicy.models.unet1d import ConditionalUnet1D
+from diffpolicy.policies.condition import (
+    ConditionEncoder,
+    condition_dropout,
+    global_condition,
+    make_normalizer,
+    masked_mean,
+)
+from diffpolicy.schedulers import NoiseSchedule, sample
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        m, p = cfg.model, cfg.policy
+        self.horizon, self.action_dim = cfg.data.horizon, cfg.dims["action_dim"]
+        self.normalizer = make_normalizer(cfg)
+        self.cond_encoder = ConditionEncoder(cfg)
+        self.model = ConditionalUnet1D(
+            input_dim=self.action_dim,
+            global_cond_dim=cfg.global_cond_dim,
+            down_dims=m.down_dims,
+            kernel_size=m.kernel_size,
+            n_groups=m.n_groups,
+            step_embed_dim=m.step_embed_dim,
+        )
+        self.schedule = NoiseSchedule(p.num_train_timesteps, p.beta_schedule)
+
+    def reset(self) -> None:
+        """Stateless between chunks."""
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Denoising loss: MSE between the prediction and eps (or x0) over unpadded steps."""
+        x0 = self.normalizer.normalize("action", batch["action"].float())  # (B, Tp, A)
+        B = x0.shape[0]
+        drop = condition_dropout(self.cfg, B, x0.device)
+        cond = global_condition(self.normalizer, self.cond_encoder, batch, drop)  # (B, Gc)
+        eps = torch.randn_like(x0)
+        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), device=x0.device)
+        x_t = self.schedule.add_noise(x0, eps, t)
+        pred = self.model(x_t, t, cond)  # (B, Tp, A)
+        target = eps if self.cfg.policy.prediction_type == "epsilon" else x0
+        return masked_mean((pred - target) ** 2, batch.get("action_mask"))
+
+    def denoiser(self, batch: dict[str, Tensor], guidance: float):
+        """(x_t (B, Tp, A), t (B,)) -> model output, with classifier-free guidance w.
+
+        w == 1 (or no extra condition): one conditional pass. w == 0: one unconditional pass.
+        Otherwise cond and uncond run as one batch of 2B:
+        out = out_uncond + w * (out_cond - out_uncond).
+        """
+        B = batch["obs"].shape[0]
+        device = batch["obs"].device
+        if self.cfg.policy.condition == "none" or guidance == 1.0:
+            cond = global_condition(self.normalizer, self.cond_encoder, batch)
+            return lambda x_t, t: self.model(x_t, t, cond)
+        null = torch.ones(B, dtype=torch.bool, device=device)
+        uncond = global_condition(self.normalizer, self.cond_encoder, batch, drop=null)
+        if guidance == 0.0:
+            return lambda x_t, t: self.model(x_t, t, uncond)
+        cond = global_condition(self.normalizer, self.cond_encoder, batch)
+        both = torch.cat((cond, uncond))  # (2B, Gc)
+
+        def guided(x_t: Tensor, t: Tensor) -> Tensor:
+            out = self.model(torch.cat((x_t, x_t)), torch.cat((t, t)), both)  # (2B, Tp, A)
+            out_cond, out_uncond = out.chunk(2)
+            return out_uncond + guidance * (out_cond - out_uncond)
+
+        return guided
+
+    @torch.inference_mode()
+    def predict_action_chunk(
+        self,
+        obs: dict[str, Tensor],
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        generator: torch.Generator | None = None,
+        return_x0: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Sample a chunk (B, Tp, A) in env units.
+
+        With `return_x0=True` also returns x0_trace (S, B, Tp, A): the predicted clean chunk
+        x0_hat of every reverse step (after clipping), in env units, for the interpolation
+        detector. x_T and DDPM's noise come from `generator` when given.
+        """
+        p = self.cfg.policy
+        B = obs["obs"].shape[0]
+        device = obs["obs"].device
+        w = p.guidance if guidance is None else guidance
+        x_T = torch.randn(
+            (B, self.horizon, self.action_dim), generator=generator, device=device
+        )
+        out = sample(
+            self.denoiser(obs, w),
+            self.schedule,
+            x_T,
+            sampler=sampler or p.sampler,
+            steps=steps or p.num_inference_steps,
+            prediction_type=p.prediction_type,
+            clip_sample=p.clip_sample,
+            generator=generator,
+            return_x0=return_x0,
+        )
+        if return_x0:
+            x_0, trace = out
+            x_0 = x_0.clamp(-1.0, 1.0) if p.clip_sample else x_0
+            return (
+                self.normalizer.unnormalize("action", x_0),
+                self.normalizer.unnormalize("action", trace),
+            )
+        x_0 = out.clamp(-1.0, 1.0) if p.clip_sample else out
+        return self.normalizer.unnormalize("action", x_0)
