@@ -1,4 +1,4 @@
-"""Tests of the toy mode study (diffpolicy.modes). The full quick run is in the slow tier."""
+"""Tests of the toy mode study (diffpolicy.modes), including the whole `--quick` run."""
 
 import json
 
@@ -105,7 +105,6 @@ def test_markdown_report_renders_minimal_result():
     json.dumps(result)
 
 
-@pytest.mark.slow
 def test_quick_study_shows_the_qualitative_ordering(tmp_path):
     r = modes.run_study(quick=True, out_dir=tmp_path, seed=0)
     assert (tmp_path / "modes.json").exists() and (tmp_path / "modes.md").exists()
