@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = e.add_mutually_exclusive_group()
     cmd.add_argument("--mode", help="command mode K, or 'all' to cycle through the modes")
     cmd.add_argument("--instruction", help="language command (language-conditioned runs)")
+    cmd.add_argument(
+        "--instructions",
+        choices=("train", "heldout"),
+        help="cycle through the modes and their train / held-out instruction templates",
+    )
     e.add_argument("--guidance", type=_float, default=None)
     e.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"))
     e.add_argument("--steps", type=_pos_int)
@@ -190,6 +195,7 @@ def cmd_eval(a) -> int:
         video_dir=a.video,
         mode=mode,
         instruction=a.instruction,
+        instructions=a.instructions,
         guidance=a.guidance,
         sampler=a.sampler,
         steps=a.steps,

@@ -51,9 +51,8 @@ def make_env(env_id: str, **kwargs):
 
 def run_expert_episode(env, seed: int, mode: int | None) -> tuple[Episode, bool]:
     """Run the task's scripted expert for one episode -> (episode, success)."""
-    from envs.instructions import sample_instruction
-
     import envs
+    from envs.instructions import sample_instruction
 
     rng = np.random.default_rng(seed)
     expert = envs.make_expert(env, mode=mode, rng=rng)

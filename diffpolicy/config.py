@@ -7,6 +7,7 @@ Derived values are properties, never stored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -73,6 +74,8 @@ class PolicyConfig:
     """ddpm | ddim | dpmpp: the reverse process used at inference."""
     num_inference_steps: int = 10
     """Reverse steps at inference."""
+    timestep_spacing: str = "leading"
+    """leading | trailing: ddpm/ddim timesteps (trailing starts at pure noise; better few-step)."""
     gmm_components: int = 5
     """Mixture components of the gmm head."""
     gmm_min_std: float = 1e-4
@@ -166,6 +169,7 @@ CHOICES = {
     "policy.beta_schedule": ("squaredcos_cap_v2", "linear"),
     "policy.prediction_type": ("epsilon", "sample"),
     "policy.sampler": ("ddpm", "ddim", "dpmpp"),
+    "policy.timestep_spacing": ("leading", "trailing"),
     "policy.condition": ("none", "mode", "language"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.wandb": ("disabled", "offline", "online"),
@@ -286,10 +290,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}={value!r} must be a number")
         if not math.isfinite(value):

@@ -7,7 +7,8 @@ Definitions (see REFERENCE.md, "Measuring modes"):
     (episodes that changed side before committing);
     mode_probs over successful episodes, demo_mode_probs from the training dataset,
     normalized_entropy = H(mode_probs) / ln K, tv_to_demos, kl_to_demos, modes_covered;
-    commanded_mode_accuracy (null when unconditioned) overall and per mode;
+    commanded_mode_accuracy (null when unconditioned) overall, per mode and per instruction,
+    commanded_success_rate (success among commanded episodes);
     chunk_latency_ms (mean over policy calls, with the mean batch size);
     95% bootstrap intervals for every rate.
 """
@@ -104,6 +105,14 @@ def aggregate(
             sel = np.array([r.commanded_mode == k for r in commanded])
             per[str(k)] = float(hit[sel].mean())
         out["commanded_mode_accuracy_per_mode"] = per
+        texts = sorted({r.instruction for r in commanded if r.instruction})
+        if texts:
+            out["commanded_mode_accuracy_per_instruction"] = {
+                t: float(
+                    np.mean([r.mode == r.commanded_mode for r in commanded if r.instruction == t])
+                )
+                for t in texts
+            }
         out["commanded_success_rate"] = float(np.mean([r.success for r in commanded]))
     else:
         out["commanded_mode_accuracy"] = None
@@ -128,11 +137,15 @@ def evaluate_run(
     seed: int | None = None,
     report_dir: str | Path | None = None,
     progress: bool = True,
+    instructions: str | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
     mode: an int K (command mode K), "all" (cycle through every mode), or None.
-    instruction: a sentence (language-conditioned runs), or None.
+    instruction: a sentence (language-conditioned runs), or None; a known template of the task
+        also sets the commanded mode.
+    instructions: "train" | "heldout": episode i commands mode i % K with that split's templates
+        of mode K in turn (language-conditioned runs), so commanded-mode accuracy is measured.
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
     import torch
@@ -147,8 +160,8 @@ def evaluate_run(
     if steps is not None and not 1 <= steps <= cfg.policy.num_train_timesteps:
         raise UserError(f"--steps {steps} must be in [1, {cfg.policy.num_train_timesteps}]")
     num_modes = int(cfg.dims.get("num_modes", 0))
-    condition_fn = make_condition_fn(cfg, mode, instruction, num_modes)
-    if cfg.policy.condition != "none" and mode is None and instruction is None and guidance is None:
+    condition_fn = make_condition_fn(cfg, mode, instruction, num_modes, instructions)
+    if condition_fn is None and cfg.policy.condition != "none" and guidance is None:
         guidance = 0.0
     kwargs = {"sampler": sampler, "steps": steps, "guidance": guidance}
     from diffpolicy.rollout import rollout
@@ -175,6 +188,7 @@ def evaluate_run(
         sampler=sampler or cfg.policy.sampler,
         steps=steps or cfg.policy.num_inference_steps,
         guidance=guidance if guidance is not None else cfg.policy.guidance,
+        command=_describe_command(mode, instruction, instructions),
         envs=n_envs,
         seconds=stats["seconds"],
         episodes_per_min=60 * episodes / max(stats["seconds"], 1e-9),
@@ -194,15 +208,52 @@ def evaluate_run(
     return result
 
 
-def make_condition_fn(cfg, mode, instruction, num_modes):
-    """Per-episode command: episode index -> (controller condition, commanded mode, text)."""
+def _describe_command(mode, instruction, instructions) -> str | None:
+    if mode is not None:
+        return f"mode {mode}"
+    if instruction is not None:
+        return f"instruction {instruction!r}"
+    if instructions is not None:
+        return f"{instructions} instruction templates"
+    return None
+
+
+def instruction_templates(env_id: str, split: str) -> dict[int, list[str]]:
+    """{mode: [sentence, ...]} of the task behind `env_id`; split "train" or "heldout"."""
+    from diffpolicy.collect import make_env
+    from diffpolicy.errors import UserError
+    from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
+
+    env = make_env(env_id)
+    task = getattr(env.unwrapped, "task_name", None)
+    env.close()
+    table = TRAIN_TEMPLATES if split == "train" else HELDOUT_TEMPLATES
+    if task not in table:
+        raise UserError(f"no instruction templates for {env_id} (task {task!r})")
+    return table[task]
+
+
+def make_condition_fn(cfg, mode, instruction, num_modes, instructions=None):
+    """Per-episode command: episode index -> (controller condition, commanded mode, text).
+
+    None when nothing is commanded. `instructions` ("train" | "heldout") cycles: episode i
+    commands mode k = i % K with template (i // K) % len(templates[k]) of that mode.
+    """
     from diffpolicy.errors import UserError
 
     cond = cfg.policy.condition
+    if sum(x is not None for x in (mode, instruction, instructions)) > 1:
+        raise UserError("give only one of --mode, --instruction, --instructions")
     if mode is not None and cond != "mode":
         raise UserError(f"--mode needs a mode-conditioned run (this run has condition={cond})")
     if instruction is not None and cond != "language":
         raise UserError(f"--instruction needs a language-conditioned run (condition={cond})")
+    if instructions is not None and cond != "language":
+        raise UserError(f"--instructions needs a language-conditioned run (condition={cond})")
+    if instructions is not None and instructions not in ("train", "heldout"):
+        raise UserError(f"--instructions {instructions!r} must be train or heldout")
+    if instruction is not None and not instruction.strip():
+        raise UserError("--instruction must not be empty")
     if mode is not None:
         if mode != "all" and not 0 <= int(mode) < num_modes:
             raise UserError(f"--mode {mode} out of range: the run has modes 0..{num_modes - 1}")
@@ -212,11 +263,34 @@ def make_condition_fn(cfg, mode, instruction, num_modes):
             return {"mode": k}, k, None
 
         return by_mode
+    if instructions is not None:
+        from diffpolicy import language
+
+        templates = instruction_templates(cfg.env_id, instructions)
+        modes = sorted(k for k in templates if k < num_modes)
+        texts = [t for k in modes for t in templates[k]]
+        table = dict(zip(texts, language.embed(texts, cfg.policy.language_model)))  # text -> (E,)
+
+        def by_template(i: int):
+            k = modes[i % len(modes)]
+            text = templates[k][(i // len(modes)) % len(templates[k])]
+            return {"lang": table[text]}, k, text
+
+        return by_template
     if instruction is not None:
         from diffpolicy import language
 
-        emb = language.embed([instruction], cfg.policy.language_model)[0]
-        return lambda i: ({"lang": emb}, None, instruction)
+        known = {}
+        for split in ("heldout", "train"):
+            try:
+                known.update(
+                    {t: k for k, ts in instruction_templates(cfg.env_id, split).items() for t in ts}
+                )
+            except UserError:
+                break
+        commanded = known.get(instruction.strip())
+        emb = language.embed([instruction], cfg.policy.language_model)[0]  # (E,)
+        return lambda i: ({"lang": emb}, commanded, instruction)
     return None
 
 

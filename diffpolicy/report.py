@@ -91,6 +91,47 @@ def plot_paths(
         plt.close(fig)
 
 
+def plot_commanded_paths(
+    out: str | Path,
+    layout: dict,
+    records: Sequence,
+    mode_names: Sequence[str],
+    title: str = "",
+) -> None:
+    """Paths coloured by the *commanded* mode, one panel per commanded mode; a path whose
+    executed mode differs from the command is drawn dashed. `records`: EpisodeRecords with
+    `path` [(x, y), ...], `commanded_mode`, `mode`."""
+    plt = _plt()
+    commanded = sorted({r.commanded_mode for r in records if r.commanded_mode is not None})
+    if not commanded:
+        return
+    cols = min(len(commanded), 6)
+    rows = -(-len(commanded) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3 * cols, 3 * rows), sharex=True, sharey=True, squeeze=False
+    )
+    colors = mode_colors(max(len(mode_names), 1))
+    for ax, k in zip(axes.flat, commanded):
+        mine = [r for r in records if r.commanded_mode == k]
+        hits = sum(r.mode == k for r in mine)
+        for r in mine[:100]:
+            xy = np.asarray(r.path)
+            if len(xy) == 0:
+                continue
+            ls = "-" if r.mode == k else "--"
+            ax.plot(xy[:, 0], xy[:, 1], color=colors[k % len(colors)], lw=0.8, alpha=0.7, ls=ls)
+        draw_layout(ax, layout)
+        ax.set_aspect("equal")
+        name = mode_names[k] if 0 <= k < len(mode_names) else str(k)
+        ax.set_title(f"command {name}: {hits}/{len(mine)}", fontsize=8)
+    for ax in list(axes.flat)[len(commanded) :]:
+        ax.axis("off")
+    fig.suptitle(title or "paths by commanded mode (dashed: another mode)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def plot_mode_bars(
     out: str | Path, mode_names: Sequence[str], series: dict[str, Sequence[float]], title: str = ""
 ) -> None:
@@ -176,12 +217,17 @@ def write_eval_report(out_dir: str | Path, cfg, result: dict, records, frames) -
         {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
         title="mode probabilities (successful episodes)",
     )
+    commanded = any(r.commanded_mode is not None for r in records)
+    if commanded:
+        plot_commanded_paths(out_dir / "commanded.png", layout, records, names)
     videos = write_videos(out_dir / "videos", frames) if frames else []
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     rows = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
     html = ["<h1>diffpolicy evaluation</h1>", "<table>"]
     html += [f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
     html += ["</table>", '<img src="paths.png" width="800"><br>', '<img src="modes.png">']
+    if commanded:
+        html.append('<br><img src="commanded.png" width="800">')
     html += [f'<video src="videos/{Path(v).name}" controls width="320"></video>' for v in videos]
     (out_dir / "index.html").write_text(_page("\n".join(html)))
 

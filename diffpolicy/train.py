@@ -100,6 +100,7 @@ def prepare_data(cfg: Config, device: torch.device):
         instructions = [e.instruction for e in demos.episodes]
         if not all(instructions):
             raise DatasetError("policy.condition=language needs an instruction on every episode")
+        # (N_episodes, E): the encoder runs once per unique instruction, never per batch
         table = torch.from_numpy(language.embed(instructions, cfg.policy.language_model))
         for split in (train, val):
             if split is not None:
@@ -194,6 +195,12 @@ def train(
         }
     )
     policy.normalizer.to(device)
+    if cfg.policy.condition == "language":  # standardize with each instruction weighted once
+        from diffpolicy import language
+
+        texts = [e.instruction for e in demos.episodes]
+        unique = language.unique_embeddings(texts, cfg.policy.language_model)  # (U, E)
+        policy.cond_encoder.fit_language(torch.from_numpy(unique).to(device))
     ema = copy.deepcopy(policy).requires_grad_(False).eval()
     decay_params = [p for n, p in policy.named_parameters() if p.ndim >= 2]
     other_params = [p for n, p in policy.named_parameters() if p.ndim < 2]

@@ -20,7 +20,9 @@ def test_defaults_validate_and_roundtrip(tmp_path):
 
 
 def test_unknown_key_names_closest():
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.lrr' \(did you mean 'train.lr'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'train.lrr' \(did you mean 'train.lr'\?\)"
+    ):
         config_from_dict({"train": {"lrr": 1e-3}})
     with pytest.raises(ConfigError, match="unknown config key 'modle'.*'model'"):
         config_from_dict({"modle": {}})

@@ -24,7 +24,12 @@ def test_roundtrip_keeps_arrays_and_attrs(tmp_path):
     for a, b in zip(demos.episodes, back.episodes):
         np.testing.assert_array_equal(a.actions, b.actions)
         np.testing.assert_array_equal(a.obs["observation"], b.obs["observation"])
-        assert (a.mode, a.mode_name, a.instruction, a.seed) == (b.mode, b.mode_name, b.instruction, b.seed)
+        assert (a.mode, a.mode_name, a.instruction, a.seed) == (
+            b.mode,
+            b.mode_name,
+            b.instruction,
+            b.seed,
+        )
     assert back.mode_counts().tolist() == [3, 3]
     with h5py.File(tmp_path / "d.hdf5") as f:
         assert f["data"].attrs["total"] == 6 * 9
@@ -33,7 +38,9 @@ def test_roundtrip_keeps_arrays_and_attrs(tmp_path):
 
 def test_windows_pad_and_mask():
     demos = bimodal_demos(n=2, length=5)
-    w = make_windows(demos, np.array([0]), ("observation",), "desired_goal", n_obs_steps=2, horizon=4)
+    w = make_windows(
+        demos, np.array([0]), ("observation",), "desired_goal", n_obs_steps=2, horizon=4
+    )
     assert w["obs"].shape == (5, 2, 2) and w["action"].shape == (5, 4, 2)
     assert w["goal"].shape == (5, 2) and w["mode"].tolist() == [0] * 5
     ep = demos.episodes[0]
@@ -88,15 +95,26 @@ def _write_raw(path, build):
         (lambda f: f.create_group("other"), "no 'data' group"),
         (lambda f: f.create_group("data"), "no episodes"),
         (lambda f: f.create_dataset("data/demo_0/actions", data=np.zeros((0, 2))), "zero length"),
-        (lambda f: f.create_dataset("data/demo_0/actions", data=np.zeros((3, 2))), "no 'obs' group"),
-        (lambda f: (f.create_dataset("data/demo_0/actions", data=np.zeros((3, 2))),
-                    f.create_dataset("data/demo_0/obs/observation", data=np.zeros((4, 2)))),
-         "has \\(4,\\) steps, actions have 3"),
-        (lambda f: (f.create_dataset("data/demo_0/actions", data=np.full((3, 2), np.nan)),),
-         "NaN or inf"),
+        (
+            lambda f: f.create_dataset("data/demo_0/actions", data=np.zeros((3, 2))),
+            "no 'obs' group",
+        ),
+        (
+            lambda f: (
+                f.create_dataset("data/demo_0/actions", data=np.zeros((3, 2))),
+                f.create_dataset("data/demo_0/obs/observation", data=np.zeros((4, 2))),
+            ),
+            "has \\(4,\\) steps, actions have 3",
+        ),
+        (
+            lambda f: (f.create_dataset("data/demo_0/actions", data=np.full((3, 2), np.nan)),),
+            "NaN or inf",
+        ),
         (lambda f: (f.create_dataset("data/demo_0/actions", data=np.zeros(3)),), "must be 2-D"),
-        (lambda f: (f.create_dataset("data/demo_0/actions", data=np.array([b"a", b"b"])),),
-         "non-numeric"),
+        (
+            lambda f: (f.create_dataset("data/demo_0/actions", data=np.array([b"a", b"b"])),),
+            "non-numeric",
+        ),
     ],
 )
 def test_broken_files_give_one_clear_error(tmp_path, build, message):

@@ -36,8 +36,10 @@ class ConditionEncoder(nn.Module):
       "... on the left" vs "... on the right"), so the shared direction would dominate a plain
       projection. Each dimension is standardized with the dataset's mean and std, kept as
       buffers (`lang_mean`, `lang_var`): they are a running (cumulative) average over training
-      batches, or set exactly with `fit_language(embeddings)`. What remains is the part that
-      differs between instructions, at unit scale.
+      batches, or set exactly with `fit_language(embeddings)` (training does this with the
+      unique instructions of the dataset, before the EMA copy, and the running update then stops).
+      What remains is the part that differs between instructions, at unit scale. A row of NaN
+      (no instruction) gets the null vector.
     - "none": no parameters, `forward` returns None.
     """
 
@@ -55,6 +57,7 @@ class ConditionEncoder(nn.Module):
             self.register_buffer("lang_count", torch.zeros((), dtype=torch.long))
             self.proj = nn.Sequential(nn.Linear(E, 256), nn.Mish(), nn.Linear(256, D))
             self.null = nn.Parameter(torch.randn(D) * 0.02)
+            self.language_fitted = False
         elif self.kind != "none":
             raise ValueError(f"policy.condition={self.kind!r} must be none, mode or language")
 
@@ -65,6 +68,7 @@ class ConditionEncoder(nn.Module):
         self.lang_mean.copy_(emb.mean(0))
         self.lang_var.copy_(emb.var(0, unbiased=False))
         self.lang_count.fill_(len(emb))
+        self.language_fitted = True
 
     @torch.no_grad()
     def _update_language_stats(self, emb: Tensor) -> None:
@@ -98,13 +102,14 @@ class ConditionEncoder(nn.Module):
             if "lang" not in batch:
                 return null
             emb = batch["lang"].float()
-            if self.training and torch.is_grad_enabled():
+            missing = torch.isnan(emb).any(-1)  # (B,) rows without an instruction -> null
+            emb = torch.nan_to_num(emb)
+            if self.training and torch.is_grad_enabled() and not self.language_fitted:
                 self._update_language_stats(emb)
             z = (emb - self.lang_mean) / torch.sqrt(self.lang_var + 1e-6)
             out = self.proj(z)
-            if drop is not None:
-                out = torch.where(drop[:, None], null, out)
-            return out
+            drop = missing if drop is None else drop | missing
+            return torch.where(drop[:, None], null, out)
         raise AssertionError(self.kind)
 
 

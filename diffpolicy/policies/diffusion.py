@@ -39,7 +39,7 @@ class DiffusionPolicy(nn.Module):
             n_groups=m.n_groups,
             step_embed_dim=m.step_embed_dim,
         )
-        self.schedule = NoiseSchedule(p.num_train_timesteps, p.beta_schedule)
+        self.schedule = NoiseSchedule(p.num_train_timesteps, p.beta_schedule, p.timestep_spacing)
 
     def reset(self) -> None:
         """Stateless between chunks."""
