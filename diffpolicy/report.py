@@ -71,7 +71,7 @@ def plot_paths(
         fig, ax = plt.subplots(figsize=(5, 5))
     colors = mode_colors(max(len(mode_names), 1))
     seen = set()
-    for xy, mode in paths:
+    for xy, mode in sorted(paths, key=lambda p: p[1]):  # legend in mode order
         color = colors[mode] if 0 <= mode < len(colors) else "0.6"
         label = None
         if mode not in seen:
@@ -83,8 +83,9 @@ def plot_paths(
     ax.set_xlabel("x [m]")
     ax.set_ylabel("y [m]")
     ax.set_title(title, fontsize=10)
-    if len(seen) <= 12:
-        ax.legend(fontsize=7, loc="best")
+    if len(seen) <= 12:  # outside the axes, so it never hides obstacles or paths
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if own and out is not None:
         fig.tight_layout()
         fig.savefig(out, dpi=120)
