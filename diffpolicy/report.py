@@ -69,7 +69,11 @@ def plot_paths(
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5, 5))
+    from matplotlib.colors import is_color_like
+
     colors = mode_colors(max(len(mode_names), 1))
+    if mode_names and all(is_color_like(n) for n in mode_names):  # e.g. Pick: "red", "blue"
+        colors = list(mode_names)
     seen = set()
     for xy, mode in sorted(paths, key=lambda p: p[1]):  # legend in mode order
         color = colors[mode] if 0 <= mode < len(colors) else "0.6"
