@@ -58,6 +58,8 @@ def save_checkpoint(
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
+    for stale in root.glob(".step_*"):  # left by a writer killed mid-checkpoint (one per run)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".step_{step:08d}.", dir=root))
     try:
         tensors = {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
@@ -196,9 +198,11 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            out.append(record)
     return out

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ def validate(cfg: Config) -> Config:
     need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in [0, 1)")
     need(d.max_episodes >= 0, f"data.max_episodes={d.max_episodes} must be >= 0")
     need(len(m.down_dims) >= 1, "model.down_dims must have at least one level")
+    need(m.n_groups >= 1, f"model.n_groups={m.n_groups} must be >= 1")
     for c in m.down_dims:
         need(
             c > 0 and c % m.n_groups == 0,
@@ -279,7 +281,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}={value!r} must be a mapping")
-        return {str(k): int(v) for k, v in value.items()}
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{where}.{k}={v!r} must be an integer")
+        return {str(k): v for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}={value!r} must be true or false")
@@ -317,7 +322,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown config key '{where}'{hint}")
+            shown = where if where.isprintable() else repr(where)[1:-1]  # keep it one line
+            raise ConfigError(f"unknown config key '{shown}'{hint}")
         hint_t = hints[key]
         if dataclasses.is_dataclass(hint_t):
             kwargs[key] = _build(hint_t, value, f"{where}.")
@@ -387,5 +393,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write the resolved config as YAML, atomically (a kill leaves the old file or the new)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)

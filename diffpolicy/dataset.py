@@ -26,11 +26,15 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 
 from diffpolicy.errors import DatasetError
+
+MAX_MODES = 4096
+"""Largest accepted number of modes (mode labels are -1 or in [0, MAX_MODES))."""
 
 
 @dataclass
@@ -89,15 +93,35 @@ def check_writable(path: str | Path) -> None:
         raise DatasetError(f"output directory {path.parent} is not writable")
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Delete `.NAME.<pid>.*.tmp` files beside `path` whose writer process no longer exists."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except OSError:  # alive, owned by someone else
+            continue
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; on success rename it over `path` in one step.
 
-    A crash, exception or Ctrl-C leaves `path` as it was (absent or the old file).
+    A crash, exception or Ctrl-C leaves `path` as it was (absent or the old file). The temporary
+    file is named `.NAME.<pid>.<random>.tmp`; a SIGKILL leaves it behind, and the next write to
+    `path` removes those whose process is gone (never a live writer's).
     """
     path = Path(path)
     check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)
@@ -168,8 +192,11 @@ def _array(group, key: str, path: Path, name: str) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: cannot read {name}/{key}: {e}") from None
     x = np.asarray(x)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DatasetError(f"{path}: {name}/{key} contains NaN or inf")
+    # checked after the cast to float32: float64 values beyond its range would become inf
+    with np.errstate(over="ignore"):
+        finite = x.dtype.kind != "f" or np.isfinite(x.astype(np.float32)).all()
+    if not finite:
+        raise DatasetError(f"{path}: {name}/{key} contains NaN or inf (or values beyond float32)")
     return x
 
 
@@ -214,7 +241,7 @@ def load_demos(path: str | Path, obs_keys: tuple[str, ...] | None = None) -> Dem
                 episodes.append(_read_episode(g, path, name, obs_keys))
             except DatasetError:
                 raise
-            except (OSError, KeyError, ValueError, TypeError) as e:
+            except (OSError, KeyError, ValueError, TypeError, AttributeError, RuntimeError) as e:
                 raise DatasetError(f"{path}: cannot read data/{name}: {e}") from None
             keys = set(episodes[-1].obs)
             if first_keys is None:
@@ -223,6 +250,12 @@ def load_demos(path: str | Path, obs_keys: tuple[str, ...] | None = None) -> Dem
                 raise DatasetError(
                     f"{path}: data/{name} has observation keys {sorted(keys)}, "
                     f"the first episode has {sorted(first_keys)}"
+                )
+            shapes = {k: v.shape[1:] for k, v in episodes[-1].obs.items()}
+            if shapes != {k: v.shape[1:] for k, v in episodes[0].obs.items()}:
+                raise DatasetError(
+                    f"{path}: data/{name} has observation shapes {shapes}, "
+                    "inconsistent with the first episode"
                 )
             if episodes[-1].actions.shape[1:] != episodes[0].actions.shape[1:]:
                 raise DatasetError(
@@ -246,9 +279,13 @@ def _read_episode(g, path: Path, name: str, obs_keys) -> Episode:
     T = len(actions)
     if T == 0:
         raise DatasetError(f"{path}: data/{name} has zero length")
-    if "obs" not in g:
+    if actions.shape[1] == 0:
+        raise DatasetError(f"{path}: data/{name}/actions has zero action dimensions")
+    if "obs" not in g or not hasattr(g["obs"], "keys"):
         raise DatasetError(f"{path}: data/{name} has no 'obs' group")
     keys = list(obs_keys) if obs_keys is not None else list(g["obs"].keys())
+    if not keys:
+        raise DatasetError(f"{path}: data/{name}/obs holds no observation keys")
     obs = {}
     for key in keys:
         if key not in g["obs"]:
@@ -261,17 +298,25 @@ def _read_episode(g, path: Path, name: str, obs_keys) -> Episode:
             raise DatasetError(
                 f"{path}: data/{name}/obs/{key} has {x.shape[:1]} steps, actions have {T}"
             )
+        if x.size == 0:
+            raise DatasetError(f"{path}: data/{name}/obs/{key} has shape {x.shape}: no features")
         obs[key] = x.reshape(T, -1) if x.ndim == 1 else x
     rewards = _array(g, "rewards", path, f"data/{name}") if "rewards" in g else np.zeros(T)
     dones = _array(g, "dones", path, f"data/{name}") if "dones" in g else np.zeros(T)
-    if len(rewards) != T or len(dones) != T:
-        raise DatasetError(f"{path}: data/{name} rewards/dones length differs from actions ({T})")
+    if rewards.shape != (T,) or dones.shape != (T,):
+        raise DatasetError(
+            f"{path}: data/{name} rewards/dones must have shape ({T},) like the actions"
+        )
     a = g.attrs
     try:
         mode = int(a.get("mode", -1))
         seed = int(a.get("seed", -1))
     except (TypeError, ValueError):
         raise DatasetError(f"{path}: data/{name} attrs mode/seed must be integers") from None
+    if not -1 <= mode < MAX_MODES:
+        raise DatasetError(
+            f"{path}: data/{name} attr mode={mode} must be -1 or in [0, {MAX_MODES})"
+        )
     return Episode(
         obs=obs,
         actions=actions,

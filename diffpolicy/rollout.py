@@ -76,16 +76,32 @@ def rollout(
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress)
 
+    def rebuild(slot: int) -> None:
+        envs[slot].close()
+        envs[slot] = make_env(cfg.env_id, render_mode=render, **max_steps)
+
     def start(slot: int) -> None:
+        """Begin the next episode in `slot`; an episode whose reset fails is recorded and
+        skipped (the env is rebuilt), so the slot ends up running one or none is left."""
         nonlocal next_episode
-        i = next_episode
-        next_episode += 1
-        cond, commanded, instruction = condition_fn(i) if condition_fn else ({}, None, None)
-        rec = EpisodeRecord(
-            episode=i, seed=seed + i, commanded_mode=commanded, instruction=instruction
-        )
-        records[i] = rec
-        obs, _ = envs[slot].reset(seed=rec.seed)
+        while next_episode < episodes:
+            i = next_episode
+            next_episode += 1
+            cond, commanded, instruction = condition_fn(i) if condition_fn else ({}, None, None)
+            rec = EpisodeRecord(
+                episode=i, seed=seed + i, commanded_mode=commanded, instruction=instruction
+            )
+            records[i] = rec
+            try:
+                obs, _ = envs[slot].reset(seed=rec.seed)
+            except Exception as e:  # a physics-client failure ends only this episode
+                rec.error = f"env reset failed: {type(e).__name__}: {e}"
+                bar.update(1)
+                rebuild(slot)
+                continue
+            break
+        else:
+            return
         ctrl.reset(slot, cond)
         slot_episode[slot], slot_obs[slot] = i, obs
         rec.path.append(obs["observation"][:2].tolist())
@@ -120,8 +136,7 @@ def rollout(
                         obs, _, terminated, truncated, info = envs[s].step(action)
                     except Exception as e:  # a physics-client failure ends only this episode
                         finish(s, None, error=f"env step failed: {type(e).__name__}: {e}")
-                        envs[s].close()
-                        envs[s] = make_env(cfg.env_id, render_mode=render, **max_steps)
+                        rebuild(s)
                     else:
                         rec.length += 1
                         slot_obs[s] = obs

@@ -28,6 +28,7 @@ from diffpolicy.checkpoint import (
     checkpoint_dirs,
     load_run_config,
     load_state_into,
+    read_metrics,
     read_train_state,
     read_weights,
     save_checkpoint,
@@ -106,6 +107,11 @@ def prepare_data(cfg: Config, device: torch.device):
             if split is not None:
                 split["lang"] = table[split["episode"].cpu()].to(device)
     return train, val, demos
+
+
+def _before(record: dict, step: int) -> bool:
+    s = record.get("step", 0)
+    return isinstance(s, (int, float)) and s <= step
 
 
 class LossModule(nn.Module):
@@ -240,12 +246,11 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         if resume and metrics_path.exists():  # drop lines past the checkpoint we resume from
-            keep = [
-                ln
-                for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= step
-            ]
-            metrics_path.write_text("".join(ln + "\n" for ln in keep))
+            # (and lines a kill cut short: read_metrics skips what is not a JSON object)
+            keep = [json.dumps(m) for m in read_metrics(run_dir) if _before(m, step)]
+            tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, metrics_path)
         if cfg.train.wandb != "disabled":
             import wandb
 
