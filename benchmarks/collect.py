@@ -17,7 +17,8 @@ TASKS = ("diffpolicy/ReachAround-v0", "diffpolicy/ReachAroundMaze-v0", "diffpoli
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--episodes", type=int, default=200)
+    ap.add_argument("--episodes", type=int, default=200, help="ReachAround episodes")
+    ap.add_argument("--others", type=int, default=50, help="episodes for the other tasks")
     args = ap.parse_args()
     rows = []
     for env_id in TASKS:
