@@ -156,10 +156,14 @@ class NoiseSchedule:
         coef = []
         for t, tp in zip(ts.tolist(), prev.tolist()):
             alpha_bar_t, alpha_bar_prev = self._ab(t), self._ab(tp)
-            coef.append((
-                math.sqrt(alpha_bar_t), math.sqrt(1.0 - alpha_bar_t),
-                math.sqrt(alpha_bar_prev), math.sqrt(1.0 - alpha_bar_prev),
-            ))
+            coef.append(
+                (
+                    math.sqrt(alpha_bar_t),
+                    math.sqrt(1.0 - alpha_bar_t),
+                    math.sqrt(alpha_bar_prev),
+                    math.sqrt(1.0 - alpha_bar_prev),
+                )
+            )
         return Plan(torch.from_numpy(ts.copy()), coef, [1] * steps)
 
     def _dpmpp_plan(self, steps: int) -> Plan:
@@ -196,11 +200,15 @@ def sample(
     clip_sample: bool = True,
     generator: torch.Generator | None = None,
     return_x0: bool = False,
+    indexed: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run the reverse process from x_T to x_0.
 
     Args:
-        denoiser: (x_t (B, ...), t (B,) int64) -> eps or x0 prediction (B, ...).
+        denoiser: (x_t (B, ...), t (B,) int64) -> eps or x0 prediction (B, ...); with
+            `indexed`, (x_t, i) where i is the step index into
+            `schedule.plan(sampler, steps).timesteps` (so the denoiser can precompute its
+            per-step inputs, e.g. FiLM parameters, once per run).
         schedule: the training noise schedule.
         x_T: (B, ...) initial Gaussian noise (the caller draws it, for reproducibility).
         sampler: "ddpm" | "ddim" | "dpmpp".
@@ -209,6 +217,7 @@ def sample(
         clip_sample: clip the predicted clean sample x0_hat to [-1, 1] at every step.
         generator: RNG of DDPM's per-step noise.
         return_x0: also return x0_hat of every step, stacked (S, B, ...).
+        indexed: call the denoiser with the step index instead of the timestep tensor.
 
     Returns:
         x_0 (B, ...), or (x_0, x0_trace (S, B, ...)) when `return_x0`.
@@ -217,13 +226,14 @@ def sample(
         raise ValueError(f"prediction_type={prediction_type!r} must be epsilon or sample")
     plan = schedule.plan(sampler, steps, x_T.device)
     B = x_T.shape[0]
+    # the denoiser's second argument per step, built before the loop
+    step_args = list(range(steps)) if indexed else list(plan.timesteps[:, None].expand(steps, B))
     x_t = x_T
     trace = x_T.new_empty((steps, *x_T.shape)) if return_x0 else None
 
     if sampler in ("ddpm", "ddim"):
         for i in range(steps):
-            t = plan.timesteps[i].expand(B)
-            out = denoiser(x_t, t)
+            out = denoiser(x_t, step_args[i])
             if sampler == "ddpm":
                 sqrt_ab_t, sqrt_1m_ab_t, c_x0, c_xt, sigma_t = plan.coef[i]
             else:
@@ -243,8 +253,9 @@ def sample(
                 # posterior mean mu(x_t, x0_hat) + sigma_t z
                 x_prev = c_x0 * x0_hat + c_xt * x_t
                 if sigma_t > 0.0:
-                    z = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype,
-                                    device=x_t.device)
+                    z = torch.randn(
+                        x_t.shape, generator=generator, dtype=x_t.dtype, device=x_t.device
+                    )
                     x_prev = x_prev + sigma_t * z
             else:
                 # DDIM, eta = 0 (eps is the unclipped model epsilon, as in diffusers)
@@ -254,8 +265,7 @@ def sample(
     elif sampler == "dpmpp":
         x0_prev = None  # data prediction of the previous step (m1)
         for i in range(steps):
-            t = plan.timesteps[i].expand(B)
-            out = denoiser(x_t, t)
+            out = denoiser(x_t, step_args[i])
             sig_t, alpha_t, sigma_ratio, phi, r = plan.coef[i]
             if prediction_type == "epsilon":
                 # x_t = alpha_t (x0 + sig_t eps) with sig_t = sigma_t / alpha_t

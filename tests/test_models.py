@@ -47,3 +47,34 @@ def test_fast_conv_path_matches_conv1d():
     x = torch.randn(2, 128, 8, requires_grad=True)
     conv(x).sum().backward()
     assert x.grad is not None and conv.weight.grad is not None
+
+
+def test_film_table_and_traced_body_match_forward():
+    """Precomputed FiLM tables (and a frozen trace of the body) give the plain forward pass."""
+    torch.manual_seed(0)
+    m = ConditionalUnet1D(2, 10, (16, 32, 64), kernel_size=5, n_groups=8, step_embed_dim=32)
+    m.eval()
+    ts, g = torch.tensor([90, 40, 0]), torch.randn(3, 10)
+    x = torch.randn(3, 16, 2)
+    with torch.no_grad():
+        film = m.film_table(ts, g)  # (S, B, F, 1)
+        assert film.shape == (3, 3, sum(m.film_sizes), 1)
+        for i, t in enumerate(ts):
+            ref = m(x, t, g)
+            torch.testing.assert_close(m.forward_film(x, film[i]), ref, atol=1e-5, rtol=1e-5)
+        traced = torch.jit.trace(FilmBody(m).eval(), (x, film[0]), check_trace=False)
+        traced = torch.jit.freeze(traced)
+        torch.testing.assert_close(traced(x, film[1]), m(x, ts[1], g), atol=1e-5, rtol=1e-5)
+        nocond = ConditionalUnet1D(2, 0, (16, 32), step_embed_dim=32).eval()
+        torch.testing.assert_close(
+            nocond.forward_film(x, nocond.film_table(ts)[2]), nocond(x, 0), atol=1e-5, rtol=1e-5
+        )
+
+
+class FilmBody(torch.nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x, film):
+        return self.m.forward_film(x, film)

@@ -143,6 +143,29 @@ def test_return_x0_trace_and_plan_cache(sampler):
     assert len(sched._plans) == 1  # reused
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmpp"])
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_indexed_denoiser_gets_plan_steps(sampler, spacing):
+    """indexed=True calls denoiser(x_t, i) with i into the plan's timesteps: same result."""
+    sched = NoiseSchedule(T, timestep_spacing=spacing)
+    f = toy_model("epsilon")
+    x_T = torch.randn(3, 16, 2)
+    ts = sched.plan(sampler, 6).timesteps
+    seen = []
+
+    def by_index(x_t, i):
+        seen.append(i)
+        return f(x_t, ts[i].expand(x_t.shape[0]))
+
+    kw = dict(sampler=sampler, steps=6)
+    ref = sample(f, sched, x_T, generator=torch.Generator().manual_seed(0), **kw)
+    out = sample(
+        by_index, sched, x_T, generator=torch.Generator().manual_seed(0), indexed=True, **kw
+    )
+    assert seen == list(range(6))
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+
+
 def test_bad_arguments():
     sched = NoiseSchedule(T)
     x = torch.randn(1, 4, 2)
