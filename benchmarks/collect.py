@@ -22,11 +22,10 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for env_id in TASKS:
+        n = args.episodes if env_id.endswith("ReachAround-v0") else args.others
         for workers in (1, 2):
             with tempfile.TemporaryDirectory() as d:
-                s = collect(
-                    env_id, args.episodes, f"{d}/demos.hdf5", workers=workers, progress=False
-                )
+                s = collect(env_id, n, f"{d}/demos.hdf5", workers=workers, progress=False)
             rows.append(
                 {
                     "env_id": env_id,

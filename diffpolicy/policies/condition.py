@@ -16,7 +16,22 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from diffpolicy.config import Config
+from diffpolicy.models.unet1d import ConditionalUnet1D
 from diffpolicy.normalizer import Normalizer
+
+
+def make_unet(cfg: Config, output_dim: int | None = None) -> ConditionalUnet1D:
+    """The backbone all policies share: (B, Tp, A) -> (B, Tp, output_dim or A)."""
+    m = cfg.model
+    return ConditionalUnet1D(
+        input_dim=cfg.dims["action_dim"],
+        global_cond_dim=cfg.global_cond_dim,
+        down_dims=m.down_dims,
+        kernel_size=m.kernel_size,
+        n_groups=m.n_groups,
+        step_embed_dim=m.step_embed_dim,
+        output_dim=output_dim,
+    )
 
 
 def make_normalizer(cfg: Config) -> Normalizer:
@@ -91,8 +106,11 @@ class ConditionEncoder(nn.Module):
         if self.kind == "none":
             return None
         if self.kind == "mode":
-            mode = batch["mode"].long() if "mode" in batch else torch.full(
-                (B,), -1, dtype=torch.long, device=self.embed.weight.device)
+            mode = (
+                batch["mode"].long()
+                if "mode" in batch
+                else torch.full((B,), -1, dtype=torch.long, device=self.embed.weight.device)
+            )
             idx = torch.where(mode < 0, torch.full_like(mode, self.num_modes), mode)
             if drop is not None:
                 idx = torch.where(drop, torch.full_like(idx, self.num_modes), idx)

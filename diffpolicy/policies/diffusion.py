@@ -26,6 +26,7 @@ from diffpolicy.policies.condition import (
     condition_dropout,
     global_condition,
     make_normalizer,
+    make_unet,
     masked_mean,
 )
 from diffpolicy.schedulers import NoiseSchedule, sample
@@ -35,18 +36,11 @@ class DiffusionPolicy(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        m, p = cfg.model, cfg.policy
+        p = cfg.policy
         self.horizon, self.action_dim = cfg.data.horizon, cfg.dims["action_dim"]
         self.normalizer = make_normalizer(cfg)
         self.cond_encoder = ConditionEncoder(cfg)
-        self.model = ConditionalUnet1D(
-            input_dim=self.action_dim,
-            global_cond_dim=cfg.global_cond_dim,
-            down_dims=m.down_dims,
-            kernel_size=m.kernel_size,
-            n_groups=m.n_groups,
-            step_embed_dim=m.step_embed_dim,
-        )
+        self.model = make_unet(cfg)
         self.schedule = NoiseSchedule(p.num_train_timesteps, p.beta_schedule, p.timestep_spacing)
         # CPU: frozen TorchScript trace of the UNet body for sampling. It pays where per-op
         # overhead dominates (small models); a trace holds its own copy of the weights, so

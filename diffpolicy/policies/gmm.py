@@ -22,12 +22,12 @@ from torch import Tensor, nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 from diffpolicy.config import Config
-from diffpolicy.models.unet1d import ConditionalUnet1D
 from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
     global_condition,
     make_normalizer,
+    make_unet,
 )
 
 
@@ -35,25 +35,19 @@ class GMMPolicy(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        m = cfg.model
         self.horizon, self.action_dim = cfg.data.horizon, cfg.dims["action_dim"]
         self.k = cfg.policy.gmm_components
         self.min_std = cfg.policy.gmm_min_std
         self.normalizer = make_normalizer(cfg)
         self.cond_encoder = ConditionEncoder(cfg)
-        self.model = ConditionalUnet1D(
-            input_dim=self.action_dim,
-            global_cond_dim=cfg.global_cond_dim,
-            down_dims=m.down_dims,
-            kernel_size=m.kernel_size,
-            n_groups=m.n_groups,
-            step_embed_dim=m.step_embed_dim,
-            output_dim=2 * self.k * self.action_dim,
-        )
-        hidden = m.down_dims[-1]
+        self.model = make_unet(cfg, output_dim=2 * self.k * self.action_dim)
+        hidden = cfg.model.down_dims[-1]
         self.logits_head = nn.Sequential(
-            nn.Linear(cfg.global_cond_dim, hidden), nn.Mish(), nn.Linear(hidden, hidden),
-            nn.Mish(), nn.Linear(hidden, self.k),
+            nn.Linear(cfg.global_cond_dim, hidden),
+            nn.Mish(),
+            nn.Linear(hidden, hidden),
+            nn.Mish(),
+            nn.Linear(hidden, self.k),
         )
 
     def reset(self) -> None:

@@ -11,12 +11,12 @@ import torch
 from torch import Tensor, nn
 
 from diffpolicy.config import Config
-from diffpolicy.models.unet1d import ConditionalUnet1D
 from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
     global_condition,
     make_normalizer,
+    make_unet,
     masked_mean,
 )
 
@@ -25,18 +25,10 @@ class MSEPolicy(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        m = cfg.model
         self.horizon, self.action_dim = cfg.data.horizon, cfg.dims["action_dim"]
         self.normalizer = make_normalizer(cfg)
         self.cond_encoder = ConditionEncoder(cfg)
-        self.model = ConditionalUnet1D(
-            input_dim=self.action_dim,
-            global_cond_dim=cfg.global_cond_dim,
-            down_dims=m.down_dims,
-            kernel_size=m.kernel_size,
-            n_groups=m.n_groups,
-            step_embed_dim=m.step_embed_dim,
-        )
+        self.model = make_unet(cfg)
 
     def reset(self) -> None:
         """Stateless between chunks."""
