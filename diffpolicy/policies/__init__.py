@@ -1,10 +1,12 @@
 """Policies (diffusion, mse, gmm) sharing one protocol:
 
-compute_loss(batch) -> scalar
-predict_action_chunk(obs, *, sampler=None, steps=None, guidance=None, generator=None)
-    -> (B, Tp, A) in env units
-reset()
-.normalizer (fit by the trainer), .cfg
+    compute_loss(batch) -> scalar
+    predict_action_chunk(obs, *, sampler=None, steps=None, guidance=None, generator=None)
+        -> (B, Tp, A) in env units
+    reset()
+    .normalizer (fit by the trainer), .cfg
+
+Batch keys and shapes: see `diffusion.py`.
 """
 
 from __future__ import annotations
