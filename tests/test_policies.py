@@ -137,6 +137,7 @@ def test_fast_sampling_path_matches_reference_loop():
     """FiLM tables + frozen trace give the plain denoiser loop; weight changes rebuild it."""
     from diffpolicy.schedulers import sample
 
+    torch.manual_seed(0)  # the same weights whatever ran before in this process
     cfg = make_cfg("diffusion", goal_dim=2, condition="mode", cond_dropout=0.1)
     policy = make_policy(cfg).eval()
     obs = make_batch(cfg, B=3, with_action=False)
