@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffpolicy.bench import machine  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOAD_AT_START = os.getloadavg()[0]  # before the benchmark adds its own load
 
 
 def load_avg() -> float:
@@ -23,7 +24,12 @@ def write_result(name: str, data: dict) -> Path:
     """benchmarks/results/<name>.json with the machine and load attached."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    out = {"machine": machine(), "load_avg_1min_at_end": load_avg(), **data}
+    out = {
+        "machine": machine(),
+        "load_avg_1min_at_start": LOAD_AT_START,
+        "load_avg_1min_at_end": load_avg(),
+        **data,
+    }
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     return path
