@@ -25,16 +25,23 @@ from diffpolicy import metrics
 from diffpolicy.rollout import EpisodeRecord
 
 
-def demo_mode_probs(cfg) -> list[float] | None:
-    """Mode probabilities of the dataset the run was trained on (None if it is gone)."""
+def training_demos(cfg):
+    """The demos the run was trained on, read once per evaluation (None if gone or unreadable:
+    the evaluation itself does not need them, only the comparisons and plots do)."""
     from diffpolicy.dataset import load_demos
     from diffpolicy.errors import DatasetError
 
     if not cfg.data.dataset or not Path(cfg.data.dataset).is_file():
         return None
     try:
-        demos = load_demos(cfg.data.dataset, obs_keys=cfg.data.obs_keys)
+        return load_demos(cfg.data.dataset)
     except DatasetError:
+        return None
+
+
+def demo_mode_probs(demos) -> list[float] | None:
+    """(K,) mode probabilities of the demonstrations, or None without demos."""
+    if demos is None:
         return None
     counts = demos.mode_counts().astype(float)
     return (counts / max(counts.sum(), 1)).tolist()
@@ -178,8 +185,9 @@ def evaluate_run(
         video_episodes=n_video,
         progress=progress,
     )
+    demos = training_demos(cfg)
     result = aggregate(
-        records, num_modes, demo_mode_probs(cfg), stats["latency_ms"], stats["batch_sizes"]
+        records, num_modes, demo_mode_probs(demos), stats["latency_ms"], stats["batch_sizes"]
     )
     result.update(
         run_dir=str(run_dir),
@@ -202,7 +210,7 @@ def evaluate_run(
     if report_dir:
         from diffpolicy.report import write_eval_report
 
-        write_eval_report(report_dir, cfg, result, records, stats["frames"])
+        write_eval_report(report_dir, demos, result, records, stats["frames"])
     if json_path:
         write_json(json_path, result)
     return result

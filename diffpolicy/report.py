@@ -179,18 +179,14 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
     return paths
 
 
-def write_eval_report(out_dir: str | Path, cfg, result: dict, records, frames) -> None:
-    """metrics.json, paths.png (policy next to demos), modes.png, videos/, index.html."""
+def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames) -> None:
+    """metrics.json, paths.png (policy next to the training `demos`, None if unavailable),
+    modes.png, videos/, index.html."""
     import json
-
-    from diffpolicy.dataset import load_demos
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _plt()
-    demos = None
-    if cfg.data.dataset and Path(cfg.data.dataset).is_file():
-        demos = load_demos(cfg.data.dataset)
     names = list(demos.mode_names) if demos else [str(k) for k in range(result["num_modes"])]
     layout = demos.layout if demos else {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)

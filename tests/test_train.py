@@ -19,6 +19,7 @@ from diffpolicy.train import batch_indices, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG = ROOT / "configs" / "debug.yaml"
+CLI_ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
 def debug_cfg(dataset, *overrides):
@@ -28,14 +29,13 @@ def debug_cfg(dataset, *overrides):
 
 
 def run_cli(*args, timeout=120):
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "diffpolicy", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env=env,
+        env=CLI_ENV,
     )
 
 
@@ -83,7 +83,6 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, toy_demo_file):
         "train", str(DEBUG), "--dataset", toy_demo_file, "--out", str(tmp_path / "full"), *common
     )
     assert full.returncode == 0, full.stderr
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -99,7 +98,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, toy_demo_file):
             "train.val_every=1",
         ],  # slow it down a bit
         cwd=ROOT,
-        env=env,
+        env=CLI_ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -159,7 +158,6 @@ def test_config_errors_exit_2_with_one_line(tmp_path, toy_demo_file):
 
 
 def test_ddp_two_gloo_processes_stay_in_sync(tmp_path, toy_demo_file):
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
         [
             sys.executable,
@@ -185,7 +183,7 @@ def test_ddp_two_gloo_processes_stay_in_sync(tmp_path, toy_demo_file):
         text=True,
         timeout=180,
         cwd=ROOT,
-        env=env,
+        env=CLI_ENV,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     logs = read_metrics(tmp_path / "ddp")
