@@ -117,6 +117,8 @@ def time_call(fn, repeats: int, warmup: int = 2) -> tuple[list[float], list[floa
 # pass on one seed each (0.97 / 0.96) and miss on the other (0.94); DDIM-4/5 and DPM++-4/5 miss
 FAST = ("dpmpp", 8)
 SAMPLERS = (("ddpm", 100), ("ddim", 10), ("ddim", 16), ("dpmpp", 10), FAST, ("dpmpp", 6))
+# a one-step student of the default policy (diffpolicy distill): one UNet call per chunk
+ONE_STEP = ("ddim", 1)
 
 
 def _latency_row(policy, cfg, config, n_threads, batch, sampler, steps, reps, jit=True) -> dict:
@@ -191,6 +193,18 @@ def bench_latency(quick: bool) -> dict:
         rows.append(
             _latency_row(policy, cfg, "reach_around.yaml", 1, 1, sampler, steps, reps, jit=False)
         )
+    from diffpolicy.distill import STUDENT_POLICY
+
+    student, cfg = _policy(
+        "reach_around.yaml", tuple(f"policy.{k}={v}" for k, v in STUDENT_POLICY.items())
+    )
+    student.eval()
+    for n_threads in threads:
+        for batch in (1, 32):
+            r = reps if n_threads == 1 else 7
+            rows.append(
+                _latency_row(student, cfg, "reach_around.yaml", n_threads, batch, *ONE_STEP, r)
+            )
     policy, cfg = _policy("published_lowdim.yaml")
     policy.eval()
     for n_threads in threads:
@@ -221,19 +235,22 @@ def bench_latency(quick: bool) -> dict:
         return None
 
     fast = find("reach_around.yaml", *FAST)
+    one = find("reach_around.yaml", *ONE_STEP)
     published = find("published_lowdim.yaml", "ddpm", 100)
     gflops = (gflops_before + matmul_gflops()) / 2
     summary = {
         "fast_setting": f"{FAST[0]}-{FAST[1]}",
         "fast_default_b1_t1": fast,
+        "one_step_student_b1_t1": one,
         "matmul_gflops_1thread": gflops,
         # estimate only: CPU time scaled by the matmul slowdown against an idle 90 GFLOP/s
         "fast_default_b1_t1_idle_estimate_ms": fast["cpu_median_ms"] * gflops / 90.0,
     }
     if published:
         summary["published_ddpm100_b1_t1"] = published
-        summary["speedup_wall"] = published["median_ms"] / fast["median_ms"]
-        summary["speedup_cpu"] = published["cpu_median_ms"] / fast["cpu_median_ms"]
+        for name, row in (("", fast), ("one_step_", one)):
+            summary[f"{name}speedup_wall"] = published["median_ms"] / row["median_ms"]
+            summary[f"{name}speedup_cpu"] = published["cpu_median_ms"] / row["cpu_median_ms"]
     for sampler, steps in (("ddim", 10), FAST):
         eager = find("reach_around.yaml", sampler, steps, "eager")
         jit = find("reach_around.yaml", sampler, steps, "jit")

@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR")
     t.add_argument("overrides", nargs="*", metavar="key=value")
 
+    d = sub.add_parser("distill", help="distill a diffusion run into a one-step student run")
+    d.add_argument("teacher", metavar="TEACHER_RUN")
+    d.add_argument("--out", required=True)
+    d.add_argument("--dataset", help="default: the teacher's dataset")
+    d.add_argument("overrides", nargs="*", metavar="key=value")
+
     e = sub.add_parser("eval", help="roll out a trained run and measure modes")
     e.add_argument("run_dir")
     e.add_argument("--episodes", type=_pos_int, default=50)
@@ -172,7 +178,24 @@ def cmd_info(a) -> int:
 def cmd_train(a) -> int:
     from diffpolicy.train import train_from_cli
 
-    run_dir = train_from_cli(a.config, a.dataset, a.out, a.resume, a.overrides)
+    config, overrides = a.config, list(a.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config, *overrides]  # `train --resume RUN key=value ...`
+    run_dir = train_from_cli(config, a.dataset, a.out, a.resume, overrides)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_distill(a) -> int:
+    from diffpolicy.checkpoint import load_run_config
+    from diffpolicy.distill import student_config
+    from diffpolicy.train import train
+
+    load_run_config(a.teacher)  # a clear error for a missing or foreign run directory
+    cfg = student_config(a.teacher, a.overrides)
+    if a.dataset:
+        cfg.data.dataset = str(Path(a.dataset).resolve())
+    run_dir = train(cfg, a.out)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -244,6 +267,7 @@ COMMANDS = {
     "collect": cmd_collect,
     "info": cmd_info,
     "train": cmd_train,
+    "distill": cmd_distill,
     "eval": cmd_eval,
     "quickstart": cmd_quickstart,
     "modes": cmd_modes,

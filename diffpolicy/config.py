@@ -89,6 +89,11 @@ class PolicyConfig:
     """Guidance scale at sampling: 0 unconditional, 1 conditional, > 1 guided."""
     language_model: str = ""
     """Local sentence-transformers model path; empty = the packaged all-MiniLM-L6-v2."""
+    language_grounding: str = "none"
+    """none | nearest: nearest replaces an instruction by the training instruction closest to it
+    (cosine, standardized embeddings), so unseen paraphrases act like the phrasing they match."""
+    teacher: str = ""
+    """Run directory of a diffusion policy distilled into this one-step student (distill.py)."""
 
 
 @dataclass
@@ -154,7 +159,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     dims: dict[str, int] = field(default_factory=dict)
     """Filled from the dataset at training time: obs_dim, action_dim, goal_dim, num_modes,
-    lang_dim. Stored in the run directory so a policy can be rebuilt without the data."""
+    lang_dim, lang_instructions (distinct training instructions). Stored in the run directory
+    so a policy can be rebuilt without the data."""
 
     @property
     def global_cond_dim(self) -> int:
@@ -172,6 +178,7 @@ CHOICES = {
     "policy.sampler": ("ddpm", "ddim", "dpmpp"),
     "policy.timestep_spacing": ("leading", "trailing"),
     "policy.condition": ("none", "mode", "language"),
+    "policy.language_grounding": ("none", "nearest"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.wandb": ("disabled", "offline", "online"),
 }

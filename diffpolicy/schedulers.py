@@ -189,6 +189,15 @@ class NoiseSchedule:
         return Plan(torch.from_numpy(ts), coef, order)
 
 
+def x0_and_eps(
+    x_t: Tensor, out: Tensor, sqrt_ab_t: float, sqrt_1m_ab_t: float, prediction_type: str
+) -> tuple[Tensor, Tensor]:
+    """(x0_hat, eps) implied by a model output at x_t = sqrt_ab_t x0 + sqrt_1m_ab_t eps."""
+    if prediction_type == "epsilon":
+        return (x_t - sqrt_1m_ab_t * out) / sqrt_ab_t, out
+    return out, (x_t - sqrt_ab_t * out) / sqrt_1m_ab_t
+
+
 def sample(
     denoiser: Callable[[Tensor, Tensor], Tensor],
     schedule: NoiseSchedule,
@@ -238,13 +247,7 @@ def sample(
                 sqrt_ab_t, sqrt_1m_ab_t, c_x0, c_xt, sigma_t = plan.coef[i]
             else:
                 sqrt_ab_t, sqrt_1m_ab_t, sqrt_ab_prev, sqrt_1m_ab_prev = plan.coef[i]
-            # x0_hat and eps from the model output
-            if prediction_type == "epsilon":
-                eps = out
-                x0_hat = (x_t - sqrt_1m_ab_t * eps) / sqrt_ab_t
-            else:
-                x0_hat = out
-                eps = (x_t - sqrt_ab_t * x0_hat) / sqrt_1m_ab_t
+            x0_hat, eps = x0_and_eps(x_t, out, sqrt_ab_t, sqrt_1m_ab_t, prediction_type)
             if clip_sample:
                 x0_hat = x0_hat.clamp(-1.0, 1.0)
             if trace is not None:

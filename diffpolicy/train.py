@@ -115,7 +115,7 @@ def _before(record: dict, step: int) -> bool:
 
 
 class LossModule(nn.Module):
-    """forward(batch) = policy.compute_loss(batch), for DistributedDataParallel."""
+    """forward(batch) = policy.compute_loss(batch): the loss as a module, which DDP wraps."""
 
     def __init__(self, policy: nn.Module):
         super().__init__()
@@ -136,22 +136,23 @@ def set_dims(cfg: Config, train: dict[str, torch.Tensor], demos) -> None:
         "goal_dim": int(train["goal"].shape[-1]) if "goal" in train else 0,
         "num_modes": int(demos.num_modes),
         "lang_dim": int(train["lang"].shape[-1]) if "lang" in train else 0,
+        "lang_instructions": len({e.instruction for e in demos.episodes}) if "lang" in train else 0,
     }
 
 
 @torch.no_grad()
 def validation_loss(
-    policy: nn.Module, val: dict[str, torch.Tensor], batch: int, seed: int
+    loss_fn: nn.Module, val: dict[str, torch.Tensor], batch: int, seed: int
 ) -> float:
     """Mean loss over the validation windows with fixed noise (comparable across steps)."""
-    policy.eval()
+    loss_fn.policy.eval()
     losses, n = 0.0, len(val["obs"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for i in range(0, n, batch):
             idx = torch.arange(i, min(i + batch, n), device=val["obs"].device)
-            losses += policy.compute_loss(take(val, idx)).item() * len(idx)
-    policy.train()
+            losses += loss_fn(take(val, idx)).item() * len(idx)
+    loss_fn.policy.train()
     return losses / n
 
 
@@ -207,6 +208,17 @@ def train(
         texts = [e.instruction for e in demos.episodes]
         unique = language.unique_embeddings(texts, cfg.policy.language_model)  # (U, E)
         policy.cond_encoder.fit_language(torch.from_numpy(unique).to(device))
+    teacher = None
+    if cfg.policy.teacher:  # one-step distillation: start from the teacher's weights
+        from diffpolicy import distill
+
+        teacher, teacher_cfg = distill.load_teacher(cfg.policy.teacher, device)
+        distill.check_student(cfg, teacher_cfg)
+        policy.load_state_dict(teacher.state_dict())
+
+    def make_loss(p: nn.Module) -> nn.Module:
+        return LossModule(p) if teacher is None else distill.DistillLoss(p, teacher)
+
     ema = copy.deepcopy(policy).requires_grad_(False).eval()
     decay_params = [p for n, p in policy.named_parameters() if p.ndim >= 2]
     other_params = [p for n, p in policy.named_parameters() if p.ndim < 2]
@@ -234,11 +246,12 @@ def train(
         if device.type == "cuda" and "rng_cuda" in state:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
         step = int(state["step"])
-    loss_fn = policy.compute_loss
-    if world > 1:  # DDP hooks forward(): wrap compute_loss so gradients are all-reduced
+    loss_fn = make_loss(policy)
+    if world > 1:  # DDP hooks forward(): the loss module's gradients are all-reduced
         loss_fn = nn.parallel.DistributedDataParallel(
-            LossModule(policy), device_ids=[device.index] if device.type == "cuda" else None
+            loss_fn, device_ids=[device.index] if device.type == "cuda" else None
         )
+    val_loss_fn = make_loss(ema)
 
     metrics_path = run_dir / "metrics.jsonl"
     wb = None
@@ -325,7 +338,7 @@ def train(
                 step % cfg.train.val_every == 0 or step == cfg.train.steps
             ):
                 record["step"] = step
-                record["val_loss"] = validation_loss(ema, val_data, 1024, cfg.train.seed)
+                record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, cfg.train.seed)
                 best_val = min(best_val, record["val_loss"])
             if record and rank == 0:
                 with open(metrics_path, "a") as f:

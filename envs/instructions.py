@@ -18,12 +18,16 @@ _REACH_TRAIN = {
         "pass left of the pillar",
         "take the left route around the post",
         "reach the goal going left of the obstacle",
+        "go past with the obstacle on your right side",
+        "leave the pillar to your right",
     ],
     1: [
         "go around the obstacle on the right",
         "pass right of the pillar",
         "take the right route around the post",
         "reach the goal going right of the obstacle",
+        "go past with the obstacle on your left side",
+        "leave the pillar to your left",
     ],
 }
 _REACH_HELDOUT = {

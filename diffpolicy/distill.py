@@ -1,0 +1,130 @@
+"""Few-step distillation: a student UNet learns the teacher sampler's map x_T -> x_0 in K calls.
+
+A trained diffusion policy (the teacher) turns Gaussian noise x_T into an action chunk by running
+its deterministic sampler (DDIM or DPM-Solver++, several UNet calls). That map is a function of
+(x_T, condition) alone, so a student of the same architecture, initialised from the teacher's
+weights, can regress it. The student is an ordinary diffusion run with `prediction_type: sample`,
+`sampler: ddim`, `timestep_spacing: trailing` and K = `num_inference_steps` (1 or 2), so it
+loads, evaluates and benchmarks like any other run.
+
+Training follows the student's own sampler: with fresh noise and dataset observations every
+batch, step k sees the x_t that the student's previous (detached) prediction led to, and every
+step regresses the teacher's sample for that x_T:
+
+    x_t0 = x_T;  pred_k = student(x_tk, t_k, cond);  x_t(k+1) = DDIM(x_tk, pred_k)
+    loss = mean_k || pred_k - sampler_teacher(x_T, cond) ||^2
+
+Why this keeps modes where a few-step sampler of the teacher does not: which mode a chunk lands
+in is decided by the noise, and the teacher's sampler resolves that decision over its steps; the
+student is trained on the resolved samples. Near the boundary between two modes the first step
+still blurs; a second step, trained on exactly those blurred inputs, pulls them to a mode.
+
+    diffpolicy distill runs/reach --out runs/reach_2step       # then: diffpolicy eval ...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from diffpolicy.config import Config, load_config
+from diffpolicy.errors import UserError
+from diffpolicy.schedulers import x0_and_eps
+
+STUDENT_POLICY = {
+    "prediction_type": "sample",
+    "sampler": "ddim",
+    "num_inference_steps": 2,
+    "timestep_spacing": "trailing",
+}
+"""What makes a run a student: DDIM in x0 prediction from t = T - 1 (`num_inference_steps` may
+be overridden: 1 is one UNet call per chunk)."""
+
+STUDENT_TRAIN = {"steps": 1500, "lr": 3.0e-4, "warmup_steps": 50}
+"""Distillation schedule defaults (the student starts from the teacher's weights)."""
+
+
+def load_teacher(run_dir: str | Path, device: torch.device):
+    """The teacher policy (EMA weights, eval mode, frozen) and its config."""
+    from diffpolicy.checkpoint import load_policy
+
+    teacher, tcfg = load_policy(run_dir, "ema", device)
+    if tcfg.policy.type != "diffusion":
+        raise UserError(
+            f"{run_dir}: only a diffusion policy can be distilled, not {tcfg.policy.type}"
+        )
+    if tcfg.policy.sampler == "ddpm":
+        raise UserError(f"{run_dir}: the teacher's sampler must be deterministic (ddim or dpmpp)")
+    if tcfg.policy.condition != "none":
+        raise UserError(
+            f"{run_dir}: distilling a conditioned policy "
+            f"(policy.condition={tcfg.policy.condition}) is not supported"
+        )
+    return teacher.requires_grad_(False), tcfg
+
+
+def student_config(teacher_run: str | Path, overrides: list[str]) -> Config:
+    """The teacher's config turned into a one-step student's, then `overrides` applied."""
+    base = [f"policy.{k}={v}" for k, v in STUDENT_POLICY.items()]
+    base += [f"train.{k}={v}" for k, v in STUDENT_TRAIN.items()]
+    base.append(f"policy.teacher={Path(teacher_run).resolve()}")
+    cfg = load_config(Path(teacher_run) / "config.yaml", base + list(overrides))
+    return cfg
+
+
+def check_student(cfg: Config, tcfg: Config) -> None:
+    """The student must read the same data and have the teacher's architecture."""
+    for section in ("data", "model"):
+        if getattr(cfg, section) != getattr(tcfg, section):
+            raise UserError(
+                f"policy.teacher: the student's {section} config differs from the teacher's "
+                f"({cfg.policy.teacher}/config.yaml); distill with the teacher's {section}"
+            )
+    for key, value in STUDENT_POLICY.items():
+        if key != "num_inference_steps" and getattr(cfg.policy, key) != value:
+            raise UserError(f"policy.teacher is set: a student needs policy.{key}={value}")
+
+
+class DistillLoss(nn.Module):
+    """forward(batch) = mean over the student's K steps of the squared error between its x0
+    prediction and the teacher's sampled chunk for the same noise x_T (B, Tp, A), in
+    normalized action units.
+
+    The teacher is held outside the module's parameters and state (it is not saved with the
+    student and DistributedDataParallel does not see it).
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module):
+        super().__init__()
+        self.policy = student
+        self._teacher = (teacher,)
+
+    @torch.no_grad()
+    def targets(self, batch: dict[str, Tensor], x_T: Tensor) -> tuple[Tensor, Tensor]:
+        """(teacher's x0 (B, Tp, A) clipped like its samples, student's condition (B, Gc))."""
+        from diffpolicy.policies.condition import global_condition
+
+        teacher = self._teacher[0]
+        p = teacher.cfg.policy
+        cond = global_condition(teacher.normalizer, teacher.cond_encoder, batch)
+        x0 = teacher._sample_fast(cond, x_T, p.sampler, p.num_inference_steps, None, False)
+        return (x0.clamp(-1.0, 1.0) if p.clip_sample else x0), cond
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        student = self.policy
+        p = student.cfg.policy
+        B = batch["obs"].shape[0]
+        x_t = torch.randn((B, student.horizon, student.action_dim), device=batch["obs"].device)
+        x0, cond = self.targets(batch, x_t)
+        plan = student.schedule.plan(p.sampler, p.num_inference_steps, x_t.device)
+        loss = x_t.new_zeros(())
+        for k, (sqrt_ab, sqrt_1m_ab, sqrt_ab_prev, sqrt_1m_ab_prev) in enumerate(plan.coef):
+            pred = student.model(x_t, plan.timesteps[k].expand(B), cond)  # (B, Tp, A): x0
+            loss = loss + ((pred - x0) ** 2).mean()
+            # the sampler's DDIM step from this prediction (as schedulers.sample takes it)
+            x0_hat, eps = x0_and_eps(x_t, pred.detach(), sqrt_ab, sqrt_1m_ab, "sample")
+            x0_hat = x0_hat.clamp(-1.0, 1.0) if p.clip_sample else x0_hat
+            x_t = sqrt_ab_prev * x0_hat + sqrt_1m_ab_prev * eps
+        return loss / len(plan.coef)
