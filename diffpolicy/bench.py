@@ -117,8 +117,8 @@ def time_call(fn, repeats: int, warmup: int = 2) -> tuple[list[float], list[floa
 # pass on one seed each (0.97 / 0.96) and miss on the other (0.94); DDIM-4/5 and DPM++-4/5 miss
 FAST = ("dpmpp", 8)
 SAMPLERS = (("ddpm", 100), ("ddim", 10), ("ddim", 16), ("dpmpp", 10), FAST, ("dpmpp", 6))
-# a one-step student of the default policy (diffpolicy distill): one UNet call per chunk
-ONE_STEP = ("ddim", 1)
+# few-step students of the default policy (diffpolicy distill): one or two UNet calls per chunk
+STUDENT_STEPS = (1, 2)
 
 
 def _latency_row(policy, cfg, config, n_threads, batch, sampler, steps, reps, jit=True) -> dict:
@@ -167,8 +167,9 @@ def bench_latency(quick: bool) -> dict:
     """Action-chunk latency (median, p95) per config, sampler, steps, batch and thread count.
 
     Default config: every sampler at batch 1 and 32, 1 and all threads, plus the eager (no
-    TorchScript) body at batch 1 for an in-run ratio. Published config: DDPM-100 as published
-    (batch 1), DDIM-10 and the fast setting.
+    TorchScript) body at batch 1 for an in-run ratio. A distilled student of the default
+    config (config "student": x0 prediction, trailing DDIM) with 1 and 2 steps. Published
+    config: DDPM-100 as published (batch 1), DDIM-10 and the fast setting.
     """
     threads = sorted({1, os.cpu_count() or 1})
     reps = 5 if quick else 21
@@ -201,10 +202,11 @@ def bench_latency(quick: bool) -> dict:
     student.eval()
     for n_threads in threads:
         for batch in (1, 32):
-            r = reps if n_threads == 1 else 7
-            rows.append(
-                _latency_row(student, cfg, "reach_around.yaml", n_threads, batch, *ONE_STEP, r)
-            )
+            for steps in STUDENT_STEPS:
+                r = reps if n_threads == 1 else 7
+                rows.append(
+                    _latency_row(student, cfg, "student", n_threads, batch, "ddim", steps, r)
+                )
     policy, cfg = _policy("published_lowdim.yaml")
     policy.eval()
     for n_threads in threads:
@@ -235,20 +237,20 @@ def bench_latency(quick: bool) -> dict:
         return None
 
     fast = find("reach_around.yaml", *FAST)
-    one = find("reach_around.yaml", *ONE_STEP)
+    students = {k: find("student", "ddim", k) for k in STUDENT_STEPS}
     published = find("published_lowdim.yaml", "ddpm", 100)
     gflops = (gflops_before + matmul_gflops()) / 2
     summary = {
         "fast_setting": f"{FAST[0]}-{FAST[1]}",
         "fast_default_b1_t1": fast,
-        "one_step_student_b1_t1": one,
+        **{f"student_{k}step_b1_t1": row for k, row in students.items()},
         "matmul_gflops_1thread": gflops,
         # estimate only: CPU time scaled by the matmul slowdown against an idle 90 GFLOP/s
         "fast_default_b1_t1_idle_estimate_ms": fast["cpu_median_ms"] * gflops / 90.0,
     }
     if published:
         summary["published_ddpm100_b1_t1"] = published
-        for name, row in (("", fast), ("one_step_", one)):
+        for name, row in (("", fast), *((f"student_{k}step_", r) for k, r in students.items())):
             summary[f"{name}speedup_wall"] = published["median_ms"] / row["median_ms"]
             summary[f"{name}speedup_cpu"] = published["cpu_median_ms"] / row["cpu_median_ms"]
     for sampler, steps in (("ddim", 10), FAST):

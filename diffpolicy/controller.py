@@ -68,7 +68,14 @@ class RecedingHorizonController:
         return x, g
 
     def _plan(self, slots: list[int], goals: dict[int, np.ndarray]) -> np.ndarray:
-        """One batched policy call for `slots` -> (len(slots), Tp, A) in env units."""
+        """One batched policy call for `slots` -> (len(slots), Tp, A) in env units.
+
+        The batch is padded (repeating the first slot) to the next power of two, so a run sees
+        at most log2(n_slots) + 1 batch shapes: compiled samplers (TorchScript traces, CUDA
+        graphs) are built per shape, and per-op overhead, not batch size, dominates small UNets.
+        """
+        n = len(slots)
+        slots = slots + [slots[0]] * ((1 << (n - 1).bit_length()) - n)
         batch = {
             "obs": torch.from_numpy(np.stack([np.stack(self.history[s]) for s in slots])),
         }
@@ -86,8 +93,8 @@ class RecedingHorizonController:
         if chunk.device.type == "cuda":
             torch.cuda.synchronize()
         self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
-        self.batch_sizes.append(len(slots))
-        return chunk.float().cpu().numpy()
+        self.batch_sizes.append(n)
+        return chunk[:n].float().cpu().numpy()
 
     def act(self, observations: dict[int, dict]) -> dict[int, np.ndarray]:
         """Next action per slot: {slot: obs dict} -> {slot: (A,) float32 (may hold NaN)}."""

@@ -71,6 +71,20 @@ def test_controller_executes_the_published_slice_and_replans_every_ta_steps():
     assert len(ctrl.latencies_ms) == 3 and ctrl.batch_sizes == [2, 2, 2]
 
 
+def test_replans_are_padded_to_a_power_of_two_batch():
+    cfg = tiny_cfg()
+    policy = ScriptedPolicy(8)
+    ctrl = RecedingHorizonController(policy, cfg, n_slots=5)
+    for s in range(5):
+        ctrl.reset(s)
+    out = ctrl.act({s: fake_obs(10 * s) for s in (0, 2, 4)})
+    assert policy.seen[0]["obs"].shape[0] == 4  # 3 slots -> one call of batch 4
+    assert policy.seen[0]["obs"][3, -1, 0] == 0  # the pad repeats the first slot
+    assert sorted(out) == [0, 2, 4] and ctrl.batch_sizes == [3]
+    ctrl.act({s: fake_obs(s) for s in range(5)})  # the others need a chunk: 2 -> batch 2
+    assert policy.seen[1]["obs"].shape[0] == 2
+
+
 def test_temporal_ensembling_replans_every_step_and_averages():
     cfg = tiny_cfg()
     policy = ScriptedPolicy(8)
