@@ -45,6 +45,7 @@ def training_budget(run: str) -> dict:
             "cond_dropout": cfg.policy.cond_dropout,
             "down_dims": list(cfg.model.down_dims),
             "cond_embed_dim": cfg.model.cond_embed_dim,
+            "language_grounding": cfg.policy.language_grounding,
             "language_model": (cfg.policy.language_model or "packaged all-MiniLM-L6-v2")
             if cfg.policy.condition == "language"
             else None,
