@@ -1,0 +1,80 @@
+"""Task results: success and mode coverage of trained runs on ReachAroundMaze-v0 and Pick-v0,
+with the training budget that produced them.
+
+    python benchmarks/tasks.py --run maze=runs/maze --episodes 480 \\
+        [--previous maze=EVAL.json ...]
+
+`--run NAME=RUN_DIR` evaluates the run now; `--previous NAME=EVAL_JSON` records an earlier
+evaluation (a `diffpolicy eval --json` file) of another run as an attempt that led there.
+Results go to benchmarks/results/tasks.json under NAME (other entries are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from common import RESULTS, machine
+
+from diffpolicy.checkpoint import load_run_config, read_metrics
+from diffpolicy.evaluate import evaluate_run, write_json
+
+KEEP = (
+    "episodes", "success_rate", "success_rate_ci95", "collision_rate", "timeout_rate",
+    "normalized_entropy", "normalized_entropy_ci95", "tv_to_demos", "modes_covered",
+    "num_modes", "interpolation_rate", "mode_switch_rate", "sampler", "steps",
+    "chunk_latency_ms", "episodes_per_min",
+)  # fmt: skip
+
+
+def budget(run: str) -> dict:
+    """What training cost: steps, batch, model size, and CPU wall minutes from metrics.jsonl."""
+    cfg = load_run_config(run)
+    logged = [m for m in read_metrics(run) if "samples_per_s" in m]
+    minutes = sum(cfg.train.log_every * cfg.train.batch_size / m["samples_per_s"] for m in logged)
+    return {
+        "run_dir": run,
+        "dataset": cfg.data.dataset,
+        "down_dims": list(cfg.model.down_dims),
+        "steps": cfg.train.steps,
+        "batch_size": cfg.train.batch_size,
+        "threads": cfg.train.threads,
+        "device": "cpu",
+        "train_minutes": round(minutes / 60, 1),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR")
+    p.add_argument("--previous", action="append", default=[], metavar="NAME=EVAL_JSON")
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--envs", type=int, default=8)
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    out = RESULTS / "tasks.json"
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results["machine"] = machine()
+    for item in a.previous:
+        name, path = item.split("=", 1)
+        r = json.loads(Path(path).read_text())
+        entry = results.setdefault(name, {})
+        tried = [t for t in entry.get("attempts", []) if t["train"]["run_dir"] != r["run_dir"]]
+        tried.append({k: r.get(k) for k in KEEP} | {"train": budget(r["run_dir"])})
+        entry["attempts"] = tried
+    for item in a.run:
+        name, run = item.split("=", 1)
+        r = evaluate_run(run, a.episodes, n_envs=a.envs, progress=False)
+        entry = results.setdefault(name, {})
+        entry["env_id"] = r["env_id"]
+        entry["result"] = {k: r.get(k) for k in KEEP} | {"train": budget(run)}
+        entry["mode_probs"], entry["demo_mode_probs"] = r["mode_probs"], r["demo_mode_probs"]
+        print(name, json.dumps({k: r.get(k) for k in KEEP[:8]}), flush=True)
+    write_json(out, results)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
