@@ -1,9 +1,11 @@
-"""One-step student vs its teacher: quality (rollouts) and chunk latency, in one run.
+"""Few-step student vs its teacher: quality (rollouts) and chunk latency, in one run.
 
     python benchmarks/one_step.py TEACHER_RUN STUDENT_RUN [--episodes 200] [--seeds 1000 2000]
+        [--name one_step] [--skip-teacher-eval]
 
 Quality: success, normalized entropy, TV to the demos and interpolation over `--episodes`
-rollouts per evaluation seed, for the teacher (its own sampler) and the student (one step).
+rollouts per evaluation seed, for the teacher (its own sampler) and the student (its 1 or 2
+steps).
 Latency: median and p95 at batch 1 on one CPU thread for both, and for the published low-dim
 configuration sampled as published (DDPM-100), so the speed-up is a ratio taken in one process.
 """
@@ -46,10 +48,13 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1000, 2000])
     ap.add_argument("--reps", type=int, default=41)
+    ap.add_argument("--name", default="one_step", help="results file benchmarks/results/NAME.json")
+    ap.add_argument("--skip-teacher-eval", action="store_true", help="rollouts of the student only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     quality = {}
-    for name, run in (("teacher", args.teacher), ("student", args.student)):
+    runs = (("teacher", args.teacher), ("student", args.student))
+    for name, run in runs[1:] if args.skip_teacher_eval else runs:
         for seed in args.seeds:
             t0 = time.perf_counter()
             r = evaluate_run(run, args.episodes, n_envs=8, seed=seed, progress=False)
@@ -64,7 +69,7 @@ def main() -> None:
     )
     student_metrics = [m for m in read_metrics(args.student) if "samples_per_s" in m]
     write_result(
-        "one_step",
+        args.name,
         {
             "command": "python benchmarks/one_step.py "
             + " ".join(
