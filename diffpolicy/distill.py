@@ -71,12 +71,11 @@ def load_teacher(run_dir: str | Path, device: torch.device):
 
 
 def student_config(teacher_run: str | Path, overrides: list[str]) -> Config:
-    """The teacher's config turned into a one-step student's, then `overrides` applied."""
+    """The teacher's config turned into a student's, then `overrides` applied."""
     base = [f"policy.{k}={v}" for k, v in STUDENT_POLICY.items()]
     base += [f"train.{k}={v}" for k, v in STUDENT_TRAIN.items()]
     base.append(f"policy.teacher={Path(teacher_run).resolve()}")
-    cfg = load_config(Path(teacher_run) / "config.yaml", base + list(overrides))
-    return cfg
+    return load_config(Path(teacher_run) / "config.yaml", base + list(overrides))
 
 
 def check_student(cfg: Config, tcfg: Config) -> None:
