@@ -41,7 +41,6 @@ def budget(run: str) -> dict:
         "steps": cfg.train.steps,
         "batch_size": cfg.train.batch_size,
         "threads": cfg.train.threads,
-        "device": "cpu",
         "train_minutes": round(minutes / 60, 1),
     }
 

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR")
     t.add_argument("overrides", nargs="*", metavar="key=value")
 
-    d = sub.add_parser("distill", help="distill a diffusion run into a one-step student run")
+    d = sub.add_parser("distill", help="distill a diffusion run into a few-step student run")
     d.add_argument("teacher", metavar="TEACHER_RUN")
     d.add_argument("--out", required=True)
     d.add_argument("--dataset", help="default: the teacher's dataset")

@@ -29,6 +29,7 @@ still blurs; a second step, trained on exactly those blurred inputs, pulls them 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -79,9 +80,10 @@ def student_config(teacher_run: str | Path, overrides: list[str]) -> Config:
 
 
 def check_student(cfg: Config, tcfg: Config) -> None:
-    """The student must read the same data and have the teacher's architecture."""
-    for section in ("data", "model"):
-        if getattr(cfg, section) != getattr(tcfg, section):
+    """The student must see the teacher's windows (any dataset file) and have its architecture."""
+    same_data = dataclasses.replace(cfg.data, dataset=tcfg.data.dataset) == tcfg.data
+    for section, same in (("data", same_data), ("model", cfg.model == tcfg.model)):
+        if not same:
             raise UserError(
                 f"policy.teacher: the student's {section} config differs from the teacher's "
                 f"({cfg.policy.teacher}/config.yaml); distill with the teacher's {section}"

@@ -209,12 +209,12 @@ def train(
         unique = language.unique_embeddings(texts, cfg.policy.language_model)  # (U, E)
         policy.cond_encoder.fit_language(torch.from_numpy(unique).to(device))
     teacher = None
-    if cfg.policy.teacher:  # one-step distillation: start from the teacher's weights
+    if cfg.policy.teacher:  # few-step distillation: start from the teacher's weights
         from diffpolicy import distill
 
         teacher, teacher_cfg = distill.load_teacher(cfg.policy.teacher, device)
         distill.check_student(cfg, teacher_cfg)
-        policy.load_state_dict(teacher.state_dict())
+        load_state_into(policy, teacher.state_dict(), cfg.policy.teacher)
 
     def make_loss(p: nn.Module) -> nn.Module:
         return LossModule(p) if teacher is None else distill.DistillLoss(p, teacher)

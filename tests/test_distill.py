@@ -1,10 +1,15 @@
 """One-step distillation: a student regresses its teacher's sampler, then samples in one call."""
 
+import shutil
+
+import numpy as np
 import pytest
 import torch
+from helpers import bimodal_demos
 from test_train import debug_cfg, run_cli
 
 from diffpolicy.checkpoint import checkpoint_dirs, load_policy, read_metrics, read_weights
+from diffpolicy.dataset import write_demos
 from diffpolicy.distill import DistillLoss
 from diffpolicy.policies.condition import global_condition
 from diffpolicy.train import train
@@ -57,16 +62,18 @@ def test_student_learns_the_teacher_map_and_samples_in_one_call(tmp_path, teache
     torch.testing.assert_close(chunk, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_distill_loss_is_zero_for_a_perfect_student(teacher_run):
+def test_distill_target_is_the_teachers_sample_for_the_same_noise(teacher_run):
     """The regression target is the teacher's own sampler output for the student's noise."""
     teacher, _ = load_policy(teacher_run)
     loss = DistillLoss(teacher, teacher)
     obs = {"obs": torch.randn(4, 2, 2), "goal": torch.randn(4, 2)}
-    x_T = torch.randn(4, teacher.horizon, 2)
+    x_T = torch.randn(4, teacher.horizon, 2, generator=torch.Generator().manual_seed(5))
     x0, _ = loss.targets(obs, x_T)
-    sampled = teacher.predict_action_chunk(obs, generator=None)
+    sampled = teacher.predict_action_chunk(obs, generator=torch.Generator().manual_seed(5))
     assert x0.shape == sampled.shape == (4, teacher.horizon, 2)
     assert x0.abs().max() <= 1.0  # clipped, normalized units
+    # the target is exactly the chunk the teacher samples from the same noise
+    torch.testing.assert_close(teacher.normalizer.unnormalize("action", x0), sampled)
     assert "_teacher" not in dict(loss.named_modules())
 
 
@@ -88,6 +95,22 @@ def test_bad_teachers_exit_2_with_one_line(tmp_path, toy_demo_file, teacher_run)
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not checkpoint_dirs(out) if out.exists() else True
+
+    # --dataset: another file with the same windows is fine; other dimensions are one line
+    copy = tmp_path / "copy.hdf5"
+    shutil.copy(toy_demo_file, copy)
+    r = run_cli("distill", str(teacher_run), "--out", str(tmp_path / "c"), "--dataset", str(copy),
+                "train.steps=2")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    wide = bimodal_demos()
+    for e in wide.episodes:
+        e.obs["observation"] = np.concatenate([e.obs["observation"]] * 2, axis=1)
+    write_demos(tmp_path / "wide.hdf5", wide)
+    out = tmp_path / "w"
+    r = run_cli("distill", str(teacher_run), "--out", str(out), "--dataset",
+                str(tmp_path / "wide.hdf5"), "train.steps=2")  # fmt: skip
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "shape" in r.stderr and not (out.exists() and checkpoint_dirs(out)), r.stderr
 
 
 def test_two_step_student_samples_along_the_trajectory_it_was_trained_on(tmp_path, teacher_run):
