@@ -34,6 +34,9 @@ KEEP = (
 )  # fmt: skip
 
 
+TRAINED_ON: dict[str, str] = {}  # run dir -> machine it was trained on (--trained-on)
+
+
 def training_budget(run: str) -> dict:
     cfg = load_run_config(run)
     logged = [m for m in read_metrics(run) if "samples_per_s" in m]
@@ -54,6 +57,8 @@ def training_budget(run: str) -> dict:
         "steps": cfg.train.steps,
         "batch_size": cfg.train.batch_size,
         "threads": cfg.train.threads,
+        "device": cfg.train.device,
+        "trained_on": TRAINED_ON.get(run),
         "mean_steps_per_s": sum(sps) / len(sps) if sps else None,
     }
 
@@ -67,7 +72,11 @@ def main() -> None:
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--guided", type=float, default=0.0, help="also evaluate commands at this scale")
     p.add_argument("--json", default="benchmarks/results/conditioning.json")
+    p.add_argument("--trained-on", metavar="TEXT", help="where the runs were trained, e.g. a GPU")
     a = p.parse_args()
+    for run in (a.mode_run, a.lang_run):
+        if run and a.trained_on:
+            TRAINED_ON[run] = a.trained_on
     plan = []  # (run, name, evaluate_run kwargs)
     if a.mode_run:
         plan += [(a.mode_run, "mode_all", {"mode": "all"})]
@@ -88,7 +97,7 @@ def main() -> None:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "note": "CPU only, 2 cores shared with other jobs; one torch thread per process",
+        "note": "evaluation on CPU, 2 cores shared with other jobs; one torch thread per process",
     }
     task = results.setdefault(a.task, {})
     for run, name, kw in plan:

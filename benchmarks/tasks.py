@@ -29,8 +29,12 @@ KEEP = (
 )  # fmt: skip
 
 
+TRAINED_ON: dict[str, str] = {}  # run dir -> machine it was trained on (--trained-on)
+
+
 def budget(run: str) -> dict:
-    """What training cost: steps, batch, model size, and CPU wall minutes from metrics.jsonl."""
+    """What training cost: steps, batch, model size, device, and wall minutes from
+    metrics.jsonl."""
     cfg = load_run_config(run)
     logged = [m for m in read_metrics(run) if "samples_per_s" in m]
     minutes = sum(cfg.train.log_every * cfg.train.batch_size / m["samples_per_s"] for m in logged)
@@ -41,6 +45,8 @@ def budget(run: str) -> dict:
         "steps": cfg.train.steps,
         "batch_size": cfg.train.batch_size,
         "threads": cfg.train.threads,
+        "device": cfg.train.device,
+        "trained_on": TRAINED_ON.get(run),
         "train_minutes": round(minutes / 60, 1),
     }
 
@@ -51,7 +57,12 @@ def main() -> None:
     p.add_argument("--previous", action="append", default=[], metavar="NAME=EVAL_JSON")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--envs", type=int, default=8)
+    p.add_argument(
+        "--trained-on", action="append", default=[], metavar="RUN_DIR=TEXT",
+        help="where a run was trained, e.g. a GPU shared with other trainings",
+    )  # fmt: skip
     a = p.parse_args()
+    TRAINED_ON.update(item.split("=", 1) for item in a.trained_on)
     torch.set_num_threads(1)
     out = RESULTS / "tasks.json"
     results = json.loads(out.read_text()) if out.is_file() else {}

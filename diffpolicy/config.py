@@ -126,6 +126,9 @@ class TrainConfig:
     """Seed of weights, batches and noise."""
     device: str = "auto"
     """auto | cpu | cuda."""
+    precision: str = "fp32"
+    """CUDA only: fp32 (TF32 matmuls and convs) | bf16 (autocast). On an H100 these launch-bound
+    models train faster in fp32 (benchmarks/results/gpu.json)."""
     threads: int = 0
     """torch threads on CPU (0 = all cores)."""
     wandb: str = "disabled"
@@ -180,6 +183,7 @@ CHOICES = {
     "policy.condition": ("none", "mode", "language"),
     "policy.language_grounding": ("none", "nearest"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "bf16"),
     "train.wandb": ("disabled", "offline", "online"),
 }
 

@@ -2,7 +2,7 @@
 
     batch -> loss -> backward -> clip -> step -> LR -> EMA -> log -> validate/checkpoint
 
-Runs on CPU, one CUDA GPU (bf16 autocast), or many processes under torchrun
+Runs on CPU, one CUDA GPU (TF32; bf16 autocast with train.precision=bf16), or
 (DistributedDataParallel: NCCL on GPUs, gloo on CPU; rank 0 alone logs and checkpoints).
 Resuming restores weights, EMA, optimizer, RNG and step, so a resumed run ends with the same
 weights as an uninterrupted one. Batches are a pure function of (seed, step, rank): every epoch
@@ -182,6 +182,9 @@ def train(
         dist.init_process_group(backend)
     rank = dist.get_rank() if dist.is_initialized() else 0
     device = pick_device(cfg.train.device)
+    if device.type == "cuda":  # fp32 weights; TF32 tensor cores for matmuls and convs
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if device.type == "cpu":
         threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // world)
         torch.set_num_threads(threads)
@@ -283,7 +286,8 @@ def train(
     old_handler = signal.signal(signal.SIGINT, on_signal) if rank == 0 else None
     n_train = len(train_data["obs"])
     per_rank_batch = max(1, cfg.train.batch_size // world)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    bf16 = device.type == "cuda" and cfg.train.precision == "bf16"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
     bar = tqdm(
         total=cfg.train.steps,
         initial=step,

@@ -126,10 +126,12 @@ class DiffusionPolicy(nn.Module):
     def _sample_fast(
         self, cond: Tensor, x_T: Tensor, sampler: str, steps: int, generator, return_x0: bool
     ):
-        """The sampler over precomputed FiLM tables (one UNet body call per step)."""
+        """The sampler over precomputed FiLM tables (one UNet body call per step).
+
+        Returns the normalized x_0 (B, Tp, A) (and the x0 trace with `return_x0`).
+        """
         p = self.cfg.policy
         timesteps = self.schedule.plan(sampler, steps, x_T.device).timesteps
-        film = self.model.film_table(timesteps, cond)  # (S, B, F, 1)
         kw = dict(
             sampler=sampler,
             steps=steps,
@@ -138,7 +140,8 @@ class DiffusionPolicy(nn.Module):
             indexed=True,
         )
         if self.cuda_graphs and x_T.device.type == "cuda" and sampler != "ddpm" and not return_x0:
-            return self._cuda_graph_sample(film, x_T, kw)
+            return self._cuda_graph_sample(timesteps, cond, x_T, kw)
+        film = self.model.film_table(timesteps, cond)  # (S, B, F, 1)
         body = self._body(x_T, film[0])
         return sample(
             lambda x_t, i: body(x_t, film[i]),
@@ -149,38 +152,47 @@ class DiffusionPolicy(nn.Module):
             **kw,
         )
 
-    def _cuda_graph_sample(self, film: Tensor, x_T: Tensor, kw: dict) -> Tensor:
-        """Replay of one captured sampler call with static (x_T, film) input buffers.
+    def _finish(self, x_0: Tensor) -> Tensor:
+        """Normalized x_0 -> clipped (if clip_sample) chunk in env units."""
+        x_0 = x_0.clamp(-1.0, 1.0) if self.cfg.policy.clip_sample else x_0
+        return self.normalizer.unnormalize("action", x_0)
+
+    def _cuda_graph_sample(self, timesteps: Tensor, cond: Tensor, x_T: Tensor, kw: dict):
+        """Replay of one captured call (FiLM table, sampler, clipping) with static (x_T, cond)
+        input buffers. Returns the normalized x_0 (B, Tp, A), clipped if clip_sample.
 
         ddim and dpmpp are deterministic given x_T, and their per-step coefficients are Python
         floats baked into the graph, so a replay computes exactly what an eager call would.
         """
         bf16 = self.cuda_bf16
 
-        def run(x: Tensor, f: Tensor) -> Tensor:
+        def run(x: Tensor, c: Tensor) -> Tensor:
+            film = self.model.film_table(timesteps, c)  # (S, B, F, 1)
+
             def body(x_t: Tensor, i: int) -> Tensor:
                 with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
-                    return self.model.forward_film(x_t, f[i]).float()
+                    return self.model.forward_film(x_t, film[i]).float()
 
-            return sample(body, self.schedule, x, **kw)
+            x_0 = sample(body, self.schedule, x, **kw)
+            return x_0.clamp(-1.0, 1.0) if kw["clip_sample"] else x_0
 
         def build():
-            static_x, static_film = x_T.clone(), film.clone()
+            static_x, static_cond = x_T.clone(), cond.clone()
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # warm-up outside the capture (allocator, kernels)
                 for _ in range(2):
-                    run(static_x, static_film)
+                    run(static_x, static_cond)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = run(static_x, static_film)
-            return graph, static_x, static_film, static_out
+                static_out = run(static_x, static_cond)
+            return graph, static_x, static_cond, static_out
 
-        key = ("cuda_graph", kw["sampler"], kw["steps"], tuple(film.shape), bf16)
-        graph, static_x, static_film, static_out = self._cache(key, build)
+        key = ("cuda_graph", kw["sampler"], kw["steps"], tuple(x_T.shape), tuple(cond.shape), bf16)
+        graph, static_x, static_cond, static_out = self._cache(key, build)
         static_x.copy_(x_T)
-        static_film.copy_(film)
+        static_cond.copy_(cond)
         graph.replay()
         return static_out.clone()
 
@@ -229,13 +241,8 @@ class DiffusionPolicy(nn.Module):
             )
         if return_x0:
             x_0, trace = out
-            x_0 = x_0.clamp(-1.0, 1.0) if p.clip_sample else x_0
-            return (
-                self.normalizer.unnormalize("action", x_0),
-                self.normalizer.unnormalize("action", trace),
-            )
-        x_0 = out.clamp(-1.0, 1.0) if p.clip_sample else out
-        return self.normalizer.unnormalize("action", x_0)
+            return self._finish(x_0), self.normalizer.unnormalize("action", trace)
+        return self._finish(out)
 
 
 class _FilmBody(nn.Module):
