@@ -26,7 +26,8 @@ from diffpolicy.checkpoint import load_run_config, read_metrics
 from diffpolicy.evaluate import evaluate_run, write_json
 
 KEEP = (
-    "episodes", "guidance", "command", "success_rate", "success_rate_ci95", "collision_rate",
+    "episodes", "guidance", "command", "action_steps", "success_rate", "success_rate_ci95",
+    "collision_rate",
     "commanded_mode_accuracy", "commanded_mode_accuracy_ci95", "commanded_mode_accuracy_per_mode",
     "commanded_mode_accuracy_per_instruction", "commanded_success_rate", "mode_probs",
     "normalized_entropy", "normalized_entropy_ci95", "modes_covered", "interpolation_rate",
@@ -70,6 +71,7 @@ def main() -> None:
     p.add_argument("--lang-run")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--envs", type=int, default=8)
+    p.add_argument("--action-steps", type=int, help="Ta at evaluation (default: the run's)")
     p.add_argument("--guided", type=float, default=0.0, help="also evaluate commands at this scale")
     p.add_argument("--json", default="benchmarks/results/conditioning.json")
     p.add_argument("--trained-on", metavar="TEXT", help="where the runs were trained, e.g. a GPU")
@@ -101,7 +103,9 @@ def main() -> None:
     }
     task = results.setdefault(a.task, {})
     for run, name, kw in plan:
-        r = evaluate_run(run, a.episodes, n_envs=a.envs, progress=False, **kw)
+        r = evaluate_run(
+            run, a.episodes, n_envs=a.envs, progress=False, action_steps=a.action_steps, **kw
+        )
         task[name] = {k: r.get(k) for k in KEEP} | {"train": training_budget(run)}
         print(f"{a.task}/{name}: " + json.dumps({k: task[name][k] for k in KEEP[:7]}))
         write_json(out, results)

@@ -8,6 +8,10 @@ noise. Rows: the default ReachAround policy (DPM-Solver++ 8), its 2-step student
 sample prediction, trailing spacing), and the published 65.8M config (DDPM-100 eager, which
 has per-step noise and is never captured, and DPM-Solver++ 8).
 
+With --inductor (results/gpu_inductor.json): the batch-1 chunk latency of the 2-step student and
+the DPM++-8 teacher when the UNet body is compiled with torch.compile (inductor) before the
+CUDA graph is captured, next to the graph of eager kernels, and the replay alone.
+
 Training: samples/s of diffpolicy.train's step (loss, backward, clip, fused AdamW, EMA) in fp32
 and under bf16 autocast, per config and batch size, on synthetic windows on the GPU.
 """
@@ -130,14 +134,52 @@ def bench_train(batches: tuple[int, ...], repeats: int) -> list[dict]:
     return rows
 
 
+def bench_inductor(repeats: int = 200) -> dict:
+    out = {}
+    for name, overrides, sampler, steps in (
+        ("student_ddim2", STUDENT, "ddim", 2),
+        ("teacher_dpmpp8", (), "dpmpp", 8),
+    ):
+        policy, cfg = _policy("reach_around.yaml", overrides)
+        policy = policy.cuda().eval()
+        obs = {k: v.cuda() for k, v in _obs(cfg, 1).items()}
+
+        def call(seed: int | None = None):
+            g = None if seed is None else torch.Generator("cuda").manual_seed(seed)
+            return policy.predict_action_chunk(obs, sampler=sampler, steps=steps, generator=g)  # noqa: B023
+
+        def replay_ms() -> float:
+            key = next(k for k in policy._compiled if k[0] == "cuda_graph")  # noqa: B023
+            graph = policy._compiled[key][1][0]  # noqa: B023
+            return statistics.median(cuda_ms(graph.replay, repeats))
+
+        ref = call(0)
+        row = {"graph_ms": statistics.median(cuda_ms(call, repeats, warmup=10))}
+        row["graph_replay_only_ms"] = replay_ms()
+        t0 = time.perf_counter()
+        policy.model.forward_film = torch.compile(policy.model.forward_film, dynamic=False)
+        policy._compiled.clear()
+        row["inductor_max_abs_diff"] = float((call(0) - ref).abs().max())
+        row["compile_s"] = time.perf_counter() - t0
+        row["inductor_graph_ms"] = statistics.median(cuda_ms(call, repeats, warmup=10))
+        row["inductor_graph_replay_only_ms"] = replay_ms()
+        print(name, row, flush=True)
+        out[name] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and batch sizes")
+    ap.add_argument("--inductor", action="store_true", help="only the torch.compile comparison")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/gpu.py needs a CUDA device")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+    if args.inductor:
+        write_result("gpu_inductor", {"torch": torch.__version__, "rows": bench_inductor()})
+        return
     reps = 5 if args.quick else 30
     sampling = bench_sampling((1, 32) if args.quick else (1, 32, 256), reps)
     train = bench_train((256,) if args.quick else (256, 1024), reps)

@@ -24,7 +24,7 @@ from diffpolicy.evaluate import evaluate_run, write_json
 KEEP = (
     "episodes", "success_rate", "success_rate_ci95", "collision_rate", "timeout_rate",
     "normalized_entropy", "normalized_entropy_ci95", "tv_to_demos", "modes_covered",
-    "num_modes", "interpolation_rate", "mode_switch_rate", "sampler", "steps",
+    "num_modes", "interpolation_rate", "mode_switch_rate", "sampler", "steps", "action_steps",
     "chunk_latency_ms", "episodes_per_min",
 )  # fmt: skip
 
@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--previous", action="append", default=[], metavar="NAME=EVAL_JSON")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--envs", type=int, default=8)
+    p.add_argument("--action-steps", type=int, help="Ta at evaluation (default: the run's)")
     p.add_argument(
         "--trained-on", action="append", default=[], metavar="RUN_DIR=TEXT",
         help="where a run was trained, e.g. a GPU shared with other trainings",
@@ -76,7 +77,9 @@ def main() -> None:
         entry["attempts"] = tried
     for item in a.run:
         name, run = item.split("=", 1)
-        r = evaluate_run(run, a.episodes, n_envs=a.envs, progress=False)
+        r = evaluate_run(
+            run, a.episodes, n_envs=a.envs, progress=False, action_steps=a.action_steps
+        )
         entry = results.setdefault(name, {})
         entry["env_id"] = r["env_id"]
         entry["result"] = {k: r.get(k) for k in KEEP} | {"train": budget(run)}

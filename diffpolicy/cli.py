@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance", type=_float, default=None)
     e.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"))
     e.add_argument("--steps", type=_pos_int)
+    e.add_argument(
+        "--action-steps", type=_pos_int, help="actions executed per chunk before re-planning (Ta)"
+    )
     e.add_argument("--seed", type=_nonneg_int)
 
     q = sub.add_parser("quickstart", help="collect -> train 3 policies -> evaluate -> report")
@@ -224,6 +227,7 @@ def cmd_eval(a) -> int:
         steps=a.steps,
         seed=a.seed,
         report_dir=a.report,
+        action_steps=a.action_steps,
     )
     print(comparison_table({result["policy_type"]: result}))
     if result["commanded_mode_accuracy"] is not None:

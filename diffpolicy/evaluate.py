@@ -145,6 +145,7 @@ def evaluate_run(
     report_dir: str | Path | None = None,
     progress: bool = True,
     instructions: str | None = None,
+    action_steps: int | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
@@ -153,6 +154,8 @@ def evaluate_run(
         also sets the commanded mode.
     instructions: "train" | "heldout": episode i commands mode i % K with that split's templates
         of mode K in turn (language-conditioned runs), so commanded-mode accuracy is measured.
+    action_steps: actions executed per chunk before re-planning (Ta), instead of the run's
+        data.n_action_steps; Ta only shapes the controller, so any 1 <= Ta <= Tp - To + 1 works.
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
     import torch
@@ -166,6 +169,11 @@ def evaluate_run(
         raise UserError(f"--sampler {sampler!r} must be one of ddpm, ddim, dpmpp")
     if steps is not None and not 1 <= steps <= cfg.policy.num_train_timesteps:
         raise UserError(f"--steps {steps} must be in [1, {cfg.policy.num_train_timesteps}]")
+    if action_steps is not None:
+        most = cfg.data.horizon - cfg.data.n_obs_steps + 1
+        if not 1 <= action_steps <= most:
+            raise UserError(f"--action-steps {action_steps} must be in [1, {most}] for this run")
+        cfg.data.n_action_steps = action_steps
     num_modes = int(cfg.dims.get("num_modes", 0))
     condition_fn = make_condition_fn(cfg, mode, instruction, num_modes, instructions)
     if condition_fn is None and cfg.policy.condition != "none" and guidance is None:
@@ -195,6 +203,7 @@ def evaluate_run(
         policy_type=cfg.policy.type,
         sampler=sampler or cfg.policy.sampler,
         steps=steps or cfg.policy.num_inference_steps,
+        action_steps=cfg.data.n_action_steps,
         guidance=guidance if guidance is not None else cfg.policy.guidance,
         command=_describe_command(mode, instruction, instructions),
         envs=n_envs,

@@ -163,6 +163,8 @@ def test_eval_cli_writes_json_and_report(tiny_run, tmp_path):
             str(out),
             "--report",
             str(tmp_path / "rep"),
+            "--action-steps",
+            "2",
         ],
         capture_output=True,
         text=True,
@@ -187,6 +189,7 @@ def test_eval_cli_writes_json_and_report(tiny_run, tmp_path):
     ):
         assert key in res, key
     assert res["episodes"] == 3 and len(res["records"]) == 3
+    assert res["action_steps"] == 2  # Ta overridden at evaluation
     assert abs(sum(res["demo_mode_probs"]) - 1) < 1e-6
     for name in ("index.html", "paths.png", "modes.png", "metrics.json"):
         assert (tmp_path / "rep" / name).is_file(), name
@@ -199,6 +202,7 @@ def test_eval_cli_writes_json_and_report(tiny_run, tmp_path):
         (["eval", "/nonexistent/run", "--episodes", "2"], "run directory not found"),
         (["eval", "RUN", "--episodes", "2", "--mode", "0"], "--mode needs a mode-conditioned run"),
         (["eval", "RUN", "--episodes", "2", "--steps", "999"], "--steps 999 must be in"),
+        (["eval", "RUN", "--episodes", "2", "--action-steps", "99"], "--action-steps 99 must be"),
         (["eval", "RUN", "--episodes", "0"], "must be >= 1"),
         (
             ["collect", "diffpolicy/Nope-v0", "--episodes", "2", "--out", "/tmp/x.hdf5"],
