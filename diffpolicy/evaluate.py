@@ -204,6 +204,7 @@ def evaluate_run(
         sampler=sampler or cfg.policy.sampler,
         steps=steps or cfg.policy.num_inference_steps,
         action_steps=cfg.data.n_action_steps,
+        seed=cfg.eval.seed if seed is None else seed,
         guidance=guidance if guidance is not None else cfg.policy.guidance,
         command=_describe_command(mode, instruction, instructions),
         envs=n_envs,

@@ -37,6 +37,7 @@ def test_unknown_key_names_closest():
         ({"train": {"steps": 1.5}}, "train.steps=1.5 must be an integer"),
         ({"train": {"steps": True}}, "must be an integer"),
         ({"policy": {"type": "vae"}}, "policy.type='vae' must be one of diffusion, mse, gmm"),
+        ({"train": {"precision": "fp16"}}, "train.precision='fp16' must be one of fp32, bf16"),
         ({"model": {"down_dims": [60, 128]}}, "multiple of model.n_groups=8"),
         ({"model": {"kernel_size": 4}}, "kernel_size=4 must be a positive odd number"),
         ({"policy": {"num_inference_steps": 500}}, "num_inference_steps=500"),
