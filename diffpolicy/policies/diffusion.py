@@ -158,8 +158,8 @@ class DiffusionPolicy(nn.Module):
         return self.normalizer.unnormalize("action", x_0)
 
     def _cuda_graph_sample(self, timesteps: Tensor, cond: Tensor, x_T: Tensor, kw: dict):
-        """Replay of one captured call (FiLM table, sampler, clipping) with static (x_T, cond)
-        input buffers. Returns the normalized x_0 (B, Tp, A), clipped if clip_sample.
+        """Replay of one captured call (FiLM table and sampler) with static (x_T, cond) input
+        buffers. Returns the normalized x_0 (B, Tp, A), as `_sample_fast` does eagerly.
 
         ddim and dpmpp are deterministic given x_T, and their per-step coefficients are Python
         floats baked into the graph, so a replay computes exactly what an eager call would.
@@ -173,8 +173,7 @@ class DiffusionPolicy(nn.Module):
                 with torch.autocast("cuda", torch.bfloat16, enabled=bf16):
                     return self.model.forward_film(x_t, film[i]).float()
 
-            x_0 = sample(body, self.schedule, x, **kw)
-            return x_0.clamp(-1.0, 1.0) if kw["clip_sample"] else x_0
+            return sample(body, self.schedule, x, **kw)
 
         def build():
             static_x, static_cond = x_T.clone(), cond.clone()
