@@ -33,3 +33,25 @@ def write_result(name: str, data: dict) -> Path:
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def train_budget(run: str, trained_on: str | None = None) -> dict:
+    """What training a run cost, read from its config.yaml and metrics.jsonl: steps, batch,
+    model size, device, `trained_on` (the machine, as the caller names it) and wall minutes."""
+    from diffpolicy.checkpoint import load_run_config, read_metrics
+
+    cfg = load_run_config(run)
+    sps = [m["samples_per_s"] for m in read_metrics(run) if "samples_per_s" in m]
+    minutes = sum(cfg.train.log_every * cfg.train.batch_size / x for x in sps) / 60
+    return {
+        "run_dir": run,
+        "dataset": cfg.data.dataset,
+        "down_dims": list(cfg.model.down_dims),
+        "steps": cfg.train.steps,
+        "batch_size": cfg.train.batch_size,
+        "threads": cfg.train.threads,
+        "device": cfg.train.device,
+        "trained_on": trained_on,
+        "train_minutes": round(minutes, 1),
+        "mean_steps_per_s": sum(sps) / len(sps) / cfg.train.batch_size if sps else None,
+    }

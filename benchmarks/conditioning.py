@@ -21,8 +21,9 @@ import platform
 from pathlib import Path
 
 import torch
+from common import train_budget
 
-from diffpolicy.checkpoint import load_run_config, read_metrics
+from diffpolicy.checkpoint import load_run_config
 from diffpolicy.evaluate import evaluate_run, write_json
 
 KEEP = (
@@ -35,32 +36,20 @@ KEEP = (
 )  # fmt: skip
 
 
-TRAINED_ON: dict[str, str] = {}  # run dir -> machine it was trained on (--trained-on)
-
-
-def training_budget(run: str) -> dict:
+def training_budget(run: str, trained_on: str | None) -> dict:
+    """train_budget plus the conditioning settings of the run."""
     cfg = load_run_config(run)
-    logged = [m for m in read_metrics(run) if "samples_per_s" in m]
-    sps = [m["samples_per_s"] / cfg.train.batch_size for m in logged]
-    return {
-        "run_dir": run,
+    p = cfg.policy
+    return train_budget(run, trained_on) | {
         "config": {
-            "condition": cfg.policy.condition,
-            "cond_dropout": cfg.policy.cond_dropout,
-            "down_dims": list(cfg.model.down_dims),
+            "condition": p.condition,
+            "cond_dropout": p.cond_dropout,
             "cond_embed_dim": cfg.model.cond_embed_dim,
-            "language_grounding": cfg.policy.language_grounding,
-            "language_model": (cfg.policy.language_model or "packaged all-MiniLM-L6-v2")
-            if cfg.policy.condition == "language"
+            "language_grounding": p.language_grounding,
+            "language_model": (p.language_model or "packaged all-MiniLM-L6-v2")
+            if p.condition == "language"
             else None,
-        },
-        "dataset": cfg.data.dataset,
-        "steps": cfg.train.steps,
-        "batch_size": cfg.train.batch_size,
-        "threads": cfg.train.threads,
-        "device": cfg.train.device,
-        "trained_on": TRAINED_ON.get(run),
-        "mean_steps_per_s": sum(sps) / len(sps) if sps else None,
+        }
     }
 
 
@@ -76,9 +65,6 @@ def main() -> None:
     p.add_argument("--json", default="benchmarks/results/conditioning.json")
     p.add_argument("--trained-on", metavar="TEXT", help="where the runs were trained, e.g. a GPU")
     a = p.parse_args()
-    for run in (a.mode_run, a.lang_run):
-        if run and a.trained_on:
-            TRAINED_ON[run] = a.trained_on
     plan = []  # (run, name, evaluate_run kwargs)
     if a.mode_run:
         plan += [(a.mode_run, "mode_all", {"mode": "all"})]
@@ -106,7 +92,7 @@ def main() -> None:
         r = evaluate_run(
             run, a.episodes, n_envs=a.envs, progress=False, action_steps=a.action_steps, **kw
         )
-        task[name] = {k: r.get(k) for k in KEEP} | {"train": training_budget(run)}
+        task[name] = {k: r.get(k) for k in KEEP} | {"train": training_budget(run, a.trained_on)}
         print(f"{a.task}/{name}: " + json.dumps({k: task[name][k] for k in KEEP[:7]}))
         write_json(out, results)
 

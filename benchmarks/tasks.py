@@ -16,9 +16,8 @@ import json
 from pathlib import Path
 
 import torch
-from common import RESULTS, machine
+from common import RESULTS, machine, train_budget
 
-from diffpolicy.checkpoint import load_run_config, read_metrics
 from diffpolicy.evaluate import evaluate_run, write_json
 
 KEEP = (
@@ -28,28 +27,6 @@ KEEP = (
     "seed",
     "chunk_latency_ms", "episodes_per_min",
 )  # fmt: skip
-
-
-TRAINED_ON: dict[str, str] = {}  # run dir -> machine it was trained on (--trained-on)
-
-
-def budget(run: str) -> dict:
-    """What training cost: steps, batch, model size, device, and wall minutes from
-    metrics.jsonl."""
-    cfg = load_run_config(run)
-    logged = [m for m in read_metrics(run) if "samples_per_s" in m]
-    minutes = sum(cfg.train.log_every * cfg.train.batch_size / m["samples_per_s"] for m in logged)
-    return {
-        "run_dir": run,
-        "dataset": cfg.data.dataset,
-        "down_dims": list(cfg.model.down_dims),
-        "steps": cfg.train.steps,
-        "batch_size": cfg.train.batch_size,
-        "threads": cfg.train.threads,
-        "device": cfg.train.device,
-        "trained_on": TRAINED_ON.get(run),
-        "train_minutes": round(minutes / 60, 1),
-    }
 
 
 def _same(attempt: dict) -> tuple:
@@ -71,7 +48,11 @@ def main() -> None:
         help="where a run was trained, e.g. a GPU shared with other trainings",
     )  # fmt: skip
     a = p.parse_args()
-    TRAINED_ON.update(item.split("=", 1) for item in a.trained_on)
+    trained_on = dict(item.split("=", 1) for item in a.trained_on)
+
+    def budget(run: str) -> dict:
+        return train_budget(run, trained_on.get(run))
+
     torch.set_num_threads(1)
     out = RESULTS / "tasks.json"
     results = json.loads(out.read_text()) if out.is_file() else {}
