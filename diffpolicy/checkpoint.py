@@ -170,14 +170,20 @@ def load_run_config(run_dir: str | Path, overrides: tuple[str, ...] = ()) -> Con
     return cfg
 
 
-def load_policy(run_dir: str | Path, which: str = "ema", device: str | torch.device = "cpu"):
+def load_policy(
+    run_dir: str | Path,
+    which: str = "ema",
+    device: str | torch.device = "cpu",
+    cfg: Config | None = None,
+):
     """Rebuild a trained policy from config + newest checkpoint, without the trainer.
 
-    Returns (policy in eval mode on `device`, Config).
+    `cfg`: the run's config with evaluation-time changes (sampling, control); default: the
+    run's config.yaml. Returns (policy in eval mode on `device`, Config).
     """
     from diffpolicy.policies import make_policy
 
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(run_dir) if cfg is None else cfg
     dirs = checkpoint_dirs(run_dir)
     if not dirs:
         raise CheckpointError(f"{run_dir} has no checkpoint (checkpoints/step_*/)")

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from diffpolicy.config import SAMPLERS
 from diffpolicy.errors import UserError
 
 
@@ -92,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("train", "heldout"),
         help="cycle through the modes and their train / held-out instruction templates",
     )
-    e.add_argument("--guidance", type=_float, default=None)
-    e.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp"))
-    e.add_argument("--steps", type=_pos_int)
+    e.add_argument("--guidance", type=_float, default=None, help="sets policy.guidance")
+    e.add_argument("--sampler", choices=SAMPLERS, help="sets policy.sampler")
+    e.add_argument("--steps", type=_pos_int, help="sets policy.num_inference_steps")
     e.add_argument(
-        "--action-steps", type=_pos_int, help="actions executed per chunk before re-planning (Ta)"
+        "--action-steps",
+        type=_pos_int,
+        help="actions executed per chunk before re-planning (Ta; sets control.n_action_steps)",
     )
     e.add_argument("--seed", type=_nonneg_int)
 
@@ -178,9 +181,37 @@ def cmd_info(a) -> int:
     return 0
 
 
-def cmd_train(a) -> int:
-    from diffpolicy.train import train_from_cli
+def train_from_cli(
+    config_path: str | None,
+    dataset: str | None,
+    out: str | None,
+    resume: str | None,
+    overrides: list[str],
+    progress: bool = True,
+) -> Path:
+    """`diffpolicy train`: a new run from CONFIG, or `--resume RUN_DIR` (a distilled student
+    resumes against its teacher)."""
+    import time
 
+    from diffpolicy.checkpoint import load_run_config
+    from diffpolicy.config import load_config, with_dataset
+    from diffpolicy.distill import train_student
+    from diffpolicy.train import train
+
+    if resume:
+        cfg, out_dir = load_run_config(resume, tuple(overrides)), resume
+    elif not config_path:
+        raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
+    else:
+        cfg = load_config(config_path, overrides)
+        if dataset or cfg.data.dataset:
+            cfg = with_dataset(cfg, dataset or cfg.data.dataset)
+        out_dir = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run = train_student if cfg.policy.teacher else train
+    return run(cfg, out_dir, resume=bool(resume), progress=progress)
+
+
+def cmd_train(a) -> int:
     config, overrides = a.config, list(a.overrides)
     if config is not None and "=" in config and not Path(config).exists():
         config, overrides = None, [config, *overrides]  # `train --resume RUN key=value ...`
@@ -190,15 +221,9 @@ def cmd_train(a) -> int:
 
 
 def cmd_distill(a) -> int:
-    from diffpolicy.checkpoint import load_run_config
-    from diffpolicy.distill import student_config
-    from diffpolicy.train import train
+    from diffpolicy.distill import distill
 
-    load_run_config(a.teacher)  # a clear error for a missing or foreign run directory
-    cfg = student_config(a.teacher, a.overrides)
-    if a.dataset:
-        cfg.data.dataset = str(Path(a.dataset).resolve())
-    run_dir = train(cfg, a.out)
+    run_dir = distill(a.teacher, a.out, a.overrides, dataset=a.dataset)
     print(f"run directory: {run_dir}")
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from diffpolicy.dataset import Demos, Episode, write_demos
 from diffpolicy.errors import UserError
+from envs import make_env
 
 _WORKER: dict = {}  # per-process env cache: {"env_id":..., "env":...}
 
@@ -32,21 +33,6 @@ class CollectStats:
     @property
     def episodes_per_s(self) -> float:
         return self.tried / max(self.seconds, 1e-9)
-
-
-def make_env(env_id: str, **kwargs):
-    """gymnasium.make with a one-line UserError for an unknown id."""
-    import gymnasium as gym
-
-    import envs  # noqa: F401  (registers the diffpolicy/ ids)
-
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.Error as e:
-        known = sorted(k for k in gym.registry if k.startswith("diffpolicy/"))
-        raise UserError(
-            f"unknown env id '{env_id}' ({type(e).__name__}); known ids: {', '.join(known)}"
-        ) from None
 
 
 def run_expert_episode(env, seed: int, mode: int | None) -> tuple[Episode, bool]:

@@ -2,7 +2,10 @@
 
 Every field has a docstring-style comment. `load_config` rejects unknown keys (naming the closest
 valid key), wrong types and out-of-range values with one readable message (`ConfigError`).
-Derived values are properties, never stored.
+Derived values are properties, never stored; `dims` holds what the dataset measured.
+
+A YAML file may start from another one with `base: other.yaml` (a path relative to the file) and
+state only what differs; mappings merge key by key, anything else replaces the base's value.
 """
 
 from __future__ import annotations
@@ -35,8 +38,6 @@ class DataConfig:
     """To: observations the policy sees."""
     horizon: int = 16
     """Tp: actions the policy predicts per chunk."""
-    n_action_steps: int = 8
-    """Ta: actions executed before re-planning (the slice pred[:, To-1 : To-1+Ta])."""
     val_fraction: float = 0.1
     """Share of episodes held out for validation (split by episode, seeded)."""
     split_seed: int = 0
@@ -72,9 +73,9 @@ class PolicyConfig:
     clip_sample: bool = True
     """Clip the predicted clean sample to [-1, 1] while sampling."""
     sampler: str = "ddim"
-    """ddpm | ddim | dpmpp: the reverse process used at inference."""
+    """ddpm | ddim | dpmpp: the reverse process used at inference (`eval --sampler`)."""
     num_inference_steps: int = 10
-    """Reverse steps at inference."""
+    """Reverse steps at inference (`eval --steps`)."""
     timestep_spacing: str = "leading"
     """leading | trailing: ddpm/ddim timesteps (trailing starts at pure noise; better few-step)."""
     gmm_components: int = 5
@@ -86,14 +87,15 @@ class PolicyConfig:
     cond_dropout: float = 0.0
     """Probability of dropping the condition in training (classifier-free guidance)."""
     guidance: float = 1.0
-    """Guidance scale at sampling: 0 unconditional, 1 conditional, > 1 guided."""
+    """Guidance scale at sampling: 0 unconditional, 1 conditional, > 1 guided (`--guidance`)."""
     language_model: str = ""
     """Local sentence-transformers model path; empty = the packaged all-MiniLM-L6-v2."""
     language_grounding: str = "none"
     """none | nearest: nearest replaces an instruction by the training instruction closest to it
     (cosine, standardized embeddings), so unseen paraphrases act like the phrasing they match."""
     teacher: str = ""
-    """Run directory of a diffusion policy distilled into this one-step student (distill.py)."""
+    """Run directory of the diffusion policy this few-step student was distilled from
+    (set by `diffpolicy distill`; see distill.py)."""
 
 
 @dataclass
@@ -145,10 +147,17 @@ class EvalConfig:
     """Environments stepped together (one batched policy call per re-plan)."""
     max_steps: int = 0
     """Episode step limit (0 = the env's default)."""
-    temporal_ensemble: float = 0.0
-    """0 = receding horizon; > 0 = exponential weight of older chunks when ensembling."""
     seed: int = 1000
     """Seed of the first evaluation episode."""
+
+
+@dataclass
+class ControlConfig:
+    n_action_steps: int = 8
+    """Ta: actions executed before re-planning (the slice pred[:, To-1 : To-1+Ta];
+    `eval --action-steps`)."""
+    temporal_ensemble: float = 0.0
+    """0 = receding horizon; > 0 = exponential weight of older chunks when ensembling."""
 
 
 @dataclass
@@ -160,8 +169,10 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     dims: dict[str, int] = field(default_factory=dict)
-    """Filled from the dataset at training time: obs_dim, action_dim, goal_dim, num_modes,
+    """Measured from the dataset when training starts (`train` returns a copy of the config
+    with them; a YAML file leaves them empty): obs_dim, action_dim, goal_dim, num_modes,
     lang_dim, lang_instructions (distinct training instructions). Stored in the run directory
     so a policy can be rebuilt without the data."""
 
@@ -174,11 +185,35 @@ class Config:
         return d
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a diffusion policy draws one chunk. `Sampling.of(cfg.policy)` gives a run's own
+    setting; benchmarks and studies vary fields with `dataclasses.replace`. (mse and gmm
+    policies take it and ignore it.)"""
+
+    sampler: str = "ddim"
+    """ddpm | ddim | dpmpp."""
+    steps: int = 10
+    """Reverse steps (UNet calls, twice that under guidance)."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale: 0 unconditional, 1 conditional, > 1 guided."""
+    compiled: bool = True
+    """Use the compiled paths where they apply (`diffpolicy/fastpath.py`: a frozen trace on CPU,
+    a CUDA graph on GPU); False samples eagerly, for comparisons. Same numbers either way."""
+
+    @classmethod
+    def of(cls, p: PolicyConfig) -> Sampling:
+        return cls(p.sampler, p.num_inference_steps, p.guidance)
+
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp")
+"""The reverse processes of diffpolicy/schedulers.py."""
+
 CHOICES = {
     "policy.type": ("diffusion", "mse", "gmm"),
     "policy.beta_schedule": ("squaredcos_cap_v2", "linear"),
     "policy.prediction_type": ("epsilon", "sample"),
-    "policy.sampler": ("ddpm", "ddim", "dpmpp"),
+    "policy.sampler": SAMPLERS,
     "policy.timestep_spacing": ("leading", "trailing"),
     "policy.condition": ("none", "mode", "language"),
     "policy.language_grounding": ("none", "nearest"),
@@ -200,8 +235,9 @@ def validate(cfg: Config) -> Config:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         need(value in allowed, f"{key}={value!r} must be one of {', '.join(allowed)}")
+    ctl = cfg.control
     need(d.n_obs_steps >= 1, f"data.n_obs_steps={d.n_obs_steps} must be >= 1")
-    need(d.n_action_steps >= 1, f"data.n_action_steps={d.n_action_steps} must be >= 1")
+    need(ctl.n_action_steps >= 1, f"control.n_action_steps={ctl.n_action_steps} must be >= 1")
     need(len(d.obs_keys) >= 1, "data.obs_keys must name at least one observation key")
     factor = 2 ** (len(m.down_dims) - 1)
     need(
@@ -210,9 +246,9 @@ def validate(cfg: Config) -> Config:
         f"(the UNet halves it {len(m.down_dims) - 1} times)",
     )
     need(
-        d.n_action_steps <= d.horizon - d.n_obs_steps + 1,
-        f"data.n_action_steps={d.n_action_steps} must be <= horizon - n_obs_steps + 1 = "
-        f"{d.horizon - d.n_obs_steps + 1}",
+        ctl.n_action_steps <= d.horizon - d.n_obs_steps + 1,
+        f"control.n_action_steps={ctl.n_action_steps} must be <= data.horizon - data.n_obs_steps"
+        f" + 1 = {d.horizon - d.n_obs_steps + 1}",
     )
     need(0.0 <= d.val_fraction < 1.0, f"data.val_fraction={d.val_fraction} must be in [0, 1)")
     need(d.max_episodes >= 0, f"data.max_episodes={d.max_episodes} must be >= 0")
@@ -262,8 +298,8 @@ def validate(cfg: Config) -> Config:
     need(cfg.eval.envs >= 1, f"eval.envs={cfg.eval.envs} must be >= 1")
     need(cfg.eval.max_steps >= 0, f"eval.max_steps={cfg.eval.max_steps} must be >= 0")
     need(
-        cfg.eval.temporal_ensemble >= 0,
-        f"eval.temporal_ensemble={cfg.eval.temporal_ensemble} must be >= 0",
+        ctl.temporal_ensemble >= 0,
+        f"control.temporal_ensemble={ctl.temporal_ensemble} must be >= 0",
     )
     return cfg
 
@@ -343,9 +379,45 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
+MOVED = {
+    ("data", "n_action_steps"): ("control", "n_action_steps"),
+    ("eval", "temporal_ensemble"): ("control", "temporal_ensemble"),
+}
+"""Keys that moved to another section: a run directory written before the move still loads."""
+
+
+def _move_legacy_keys(data: dict) -> dict:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (old_s, old_k), (new_s, new_k) in MOVED.items():
+        section = data.get(old_s)
+        if isinstance(section, dict) and old_k in section:
+            value = section.pop(old_k)
+            target = data.setdefault(new_s, {})
+            if isinstance(target, dict):
+                target[new_k] = value
+    return data
+
+
 def config_from_dict(data: dict) -> Config:
     """Build and validate a Config from a nested dict (as read from YAML)."""
-    return validate(_build(Config, data or {}, ""))
+    return validate(_build(Config, _move_legacy_keys(data or {}), ""))
+
+
+def with_dataset(cfg: Config, path: str | Path) -> Config:
+    """A copy of `cfg` training on the file `path` (stored as an absolute path)."""
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, dataset=str(Path(path).resolve()))
+    )
+
+
+def replace_values(cfg: Config, values: dict[str, Any]) -> Config:
+    """A validated copy of `cfg` with `{"section.key": value}` set (None values skipped)."""
+    data = config_to_dict(cfg)
+    for key, value in values.items():
+        if value is not None:
+            section, name = key.split(".")
+            data[section][name] = value
+    return config_from_dict(data)
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -379,8 +451,31 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with the safe loader; ConfigError if missing or malformed."""
+def _merge(base: dict, top: dict) -> dict:
+    """`top` over `base`: mappings merge key by key, other values replace."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML mapping with the safe loader, following `base:`; ConfigError if missing,
+    malformed or circular."""
+    data = _read_one_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    here = Path(path).resolve()
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: base={base!r} must be a file name")
+    base_path = (here.parent / base).resolve()
+    if base_path in (*_seen, here):
+        raise ConfigError(f"config file {path}: base {base} includes itself")
+    return _merge(read_yaml(base_path, (*_seen, here)), data)
+
+
+def _read_one_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")

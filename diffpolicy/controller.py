@@ -4,7 +4,7 @@ For each env slot the controller keeps the last To observations. When a slot's a
 empty it asks the policy for a chunk (B, Tp, A) -- all slots that need one in the same call --
 and queues `pred[:, To-1 : To-1+Ta]`. With temporal ensembling (ACT-style) it re-plans every
 step and executes the weighted mean of every stored chunk's prediction for the current step,
-weights exp(-m * age) with m = `temporal_ensemble`.
+weights exp(-m * age) with m = `control.temporal_ensemble`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from diffpolicy.config import Config
+from diffpolicy.config import Config, Sampling
 
 
 class RecedingHorizonController:
@@ -27,22 +27,13 @@ class RecedingHorizonController:
         actions = ctrl.act({slot: obs_dict})   # -> {slot: (A,) float32}
     """
 
-    def __init__(
-        self,
-        policy,
-        cfg: Config,
-        n_slots: int,
-        sampler: str | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        temporal_ensemble: float | None = None,
-        seed: int = 0,
-    ):
+    def __init__(self, policy, cfg: Config, n_slots: int, seed: int = 0):
+        """`cfg` is the run's config as evaluated: `cfg.control` shapes the execution and
+        `cfg.policy` gives the sampling (`Sampling.of`)."""
         self.policy, self.cfg = policy, cfg
         self.To, self.Tp = cfg.data.n_obs_steps, cfg.data.horizon
-        self.Ta = cfg.data.n_action_steps
-        self.m = cfg.eval.temporal_ensemble if temporal_ensemble is None else temporal_ensemble
-        self.kwargs = {"sampler": sampler, "steps": steps, "guidance": guidance}
+        self.Ta, self.m = cfg.control.n_action_steps, cfg.control.temporal_ensemble
+        self.sampling = Sampling.of(cfg.policy)
         self.device = next(iter(policy.buffers())).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.history: list[deque] = [deque(maxlen=self.To) for _ in range(n_slots)]
@@ -89,7 +80,7 @@ class RecedingHorizonController:
             batch["lang"] = torch.from_numpy(np.stack(rows).astype(np.float32))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         t0 = time.perf_counter()
-        chunk = self.policy.predict_action_chunk(batch, generator=self.generator, **self.kwargs)
+        chunk = self.policy.predict_action_chunk(batch, self.sampling, generator=self.generator)
         if chunk.device.type == "cuda":
             torch.cuda.synchronize()
         self.latencies_ms.append((time.perf_counter() - t0) * 1e3)

@@ -24,6 +24,9 @@ in is decided by the noise, and the teacher's sampler resolves that decision ove
 student is trained on the resolved samples. Near the boundary between two modes the first step
 still blurs; a second step, trained on exactly those blurred inputs, pulls them to a mode.
 
+This module is a layer on top of `train`: it builds the student's config and its loss and
+passes them in (`train(cfg, out, make_loss=..., init_state=teacher weights)`).
+
     diffpolicy distill runs/reach --out runs/reach_2step       # then: diffpolicy eval ...
 """
 
@@ -35,9 +38,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from diffpolicy.config import Config, load_config
+from diffpolicy.config import (
+    Config,
+    Sampling,
+    apply_override,
+    config_from_dict,
+    config_to_dict,
+    with_dataset,
+)
 from diffpolicy.errors import UserError
-from diffpolicy.schedulers import x0_and_eps
+from diffpolicy.policies.condition import global_condition
+from diffpolicy.schedulers import ddim_step
 
 STUDENT_POLICY = {
     "prediction_type": "sample",
@@ -52,11 +63,53 @@ STUDENT_TRAIN = {"steps": 1000, "lr": 3.0e-4, "warmup_steps": 50}
 """Distillation schedule defaults (the student starts from the teacher's weights)."""
 
 
-def load_teacher(run_dir: str | Path, device: torch.device):
-    """The teacher policy (EMA weights, eval mode, frozen) and its config."""
-    from diffpolicy.checkpoint import load_policy
+def distill(
+    teacher_run: str | Path,
+    out_dir: str | Path,
+    overrides=(),
+    dataset: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Distill the diffusion run `teacher_run` into a new student run `out_dir` (on the
+    teacher's dataset unless `dataset` names another file)."""
+    from diffpolicy.checkpoint import load_run_config
 
-    teacher, tcfg = load_policy(run_dir, "ema", device)
+    tcfg = load_run_config(teacher_run)
+    cfg = student_config(teacher_run, tcfg, overrides)
+    if dataset:
+        cfg = with_dataset(cfg, dataset)
+    return train_student(cfg, out_dir, progress=progress, teacher_cfg=tcfg)
+
+
+def train_student(
+    cfg: Config,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    teacher_cfg: Config | None = None,
+) -> Path:
+    """Train (or resume) the student described by `cfg` against its teacher run
+    `cfg.policy.teacher`, whose config is `teacher_cfg` when the caller has read it."""
+    from diffpolicy.checkpoint import load_policy, load_run_config
+    from diffpolicy.train import pick_device, train
+
+    tcfg = teacher_cfg or load_run_config(cfg.policy.teacher)
+    check_teacher(cfg.policy.teacher, tcfg)
+    check_student(cfg, tcfg)
+    teacher, _ = load_policy(cfg.policy.teacher, "ema", pick_device(cfg.train.device), cfg=tcfg)
+    teacher.requires_grad_(False)
+    return train(
+        cfg,
+        out_dir,
+        resume=resume,
+        progress=progress,
+        make_loss=lambda student: DistillLoss(student, teacher),
+        init_state=teacher.state_dict(),
+    )
+
+
+def check_teacher(run_dir: str | Path, tcfg: Config) -> None:
+    """Only an unconditioned diffusion run with a deterministic sampler can be distilled."""
     if tcfg.policy.type != "diffusion":
         raise UserError(
             f"{run_dir}: only a diffusion policy can be distilled, not {tcfg.policy.type}"
@@ -68,15 +121,17 @@ def load_teacher(run_dir: str | Path, device: torch.device):
             f"{run_dir}: distilling a conditioned policy "
             f"(policy.condition={tcfg.policy.condition}) is not supported"
         )
-    return teacher.requires_grad_(False), tcfg
 
 
-def student_config(teacher_run: str | Path, overrides: list[str]) -> Config:
+def student_config(teacher_run: str | Path, tcfg: Config, overrides=()) -> Config:
     """The teacher's config turned into a student's, then `overrides` applied."""
+    data = config_to_dict(tcfg)
     base = [f"policy.{k}={v}" for k, v in STUDENT_POLICY.items()]
     base += [f"train.{k}={v}" for k, v in STUDENT_TRAIN.items()]
     base.append(f"policy.teacher={Path(teacher_run).resolve()}")
-    return load_config(Path(teacher_run) / "config.yaml", base + list(overrides))
+    for assignment in base + list(overrides):
+        apply_override(data, assignment)
+    return config_from_dict(data)
 
 
 def check_student(cfg: Config, tcfg: Config) -> None:
@@ -117,29 +172,24 @@ class DistillLoss(nn.Module):
         self._teacher = (teacher,)
 
     @torch.no_grad()
-    def targets(self, batch: dict[str, Tensor], x_T: Tensor) -> tuple[Tensor, Tensor]:
-        """(teacher's x0 (B, Tp, A) clipped like its samples, student's condition (B, Gc))."""
-        from diffpolicy.policies.condition import global_condition
-
+    def target(self, batch: dict[str, Tensor], x_T: Tensor) -> Tensor:
+        """The teacher's normalized sample (B, Tp, A) from noise x_T, clipped like its chunks."""
         teacher = self._teacher[0]
-        p = teacher.cfg.policy
-        cond = global_condition(teacher.normalizer, teacher.cond_encoder, batch)
-        x0 = teacher._sample_fast(cond, x_T, p.sampler, p.num_inference_steps, None, False)
-        return (x0.clamp(-1.0, 1.0) if p.clip_sample else x0), cond
+        x0 = teacher.sample(batch, x_T, Sampling.of(teacher.cfg.policy))
+        return x0.clamp(-1.0, 1.0) if teacher.cfg.policy.clip_sample else x0
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         student = self.policy
         p = student.cfg.policy
         B = batch["obs"].shape[0]
         x_t = torch.randn((B, student.horizon, student.action_dim), device=batch["obs"].device)
-        x0, cond = self.targets(batch, x_t)
+        x0 = self.target(batch, x_t)
+        cond = global_condition(student.normalizer, student.cond_encoder, batch)  # (B, Gc)
         plan = student.schedule.plan(p.sampler, p.num_inference_steps, x_t.device)
         loss = x_t.new_zeros(())
-        for k, (sqrt_ab, sqrt_1m_ab, sqrt_ab_prev, sqrt_1m_ab_prev) in enumerate(plan.coef):
+        for k, coef in enumerate(plan.coef):
             pred = student.model(x_t, plan.timesteps[k].expand(B), cond)  # (B, Tp, A): x0
             loss = loss + pseudo_huber(pred - x0).mean()
-            # the sampler's DDIM step from this prediction (as schedulers.sample takes it)
-            x0_hat, eps = x0_and_eps(x_t, pred.detach(), sqrt_ab, sqrt_1m_ab, "sample")
-            x0_hat = x0_hat.clamp(-1.0, 1.0) if p.clip_sample else x0_hat
-            x_t = sqrt_ab_prev * x0_hat + sqrt_1m_ab_prev * eps
+            # the student's own sampler step from its (detached) prediction
+            x_t, _ = ddim_step(x_t, pred.detach(), coef, "sample", p.clip_sample)
         return loss / len(plan.coef)

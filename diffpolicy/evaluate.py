@@ -1,7 +1,7 @@
 """Evaluate a trained run: rollouts -> per-episode records -> the evaluation JSON.
 
 Mode metrics come from `diffpolicy.metrics`, the same code the toy mode study uses.
-Definitions (see REFERENCE.md, "Measuring modes"):
+Definitions:
     success_rate, collision_rate, timeout_rate, interpolation_rate (episode ended between routes:
     hit the start-facing side of an obstacle or stalled in front of it), mode_switch_rate
     (episodes that changed side before committing);
@@ -154,42 +154,43 @@ def evaluate_run(
         also sets the commanded mode.
     instructions: "train" | "heldout": episode i commands mode i % K with that split's templates
         of mode K in turn (language-conditioned runs), so commanded-mode accuracy is measured.
-    action_steps: actions executed per chunk before re-planning (Ta), instead of the run's
-        data.n_action_steps; Ta only shapes the controller, so any 1 <= Ta <= Tp - To + 1 works.
+    sampler, steps, guidance, action_steps: evaluation-time values of policy.sampler,
+        policy.num_inference_steps, policy.guidance and control.n_action_steps (Ta only shapes
+        the controller, so any 1 <= Ta <= Tp - To + 1 works without retraining); None keeps
+        the run's own. They are applied to the run's config and validated there.
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
     import torch
 
-    from diffpolicy.checkpoint import load_policy
-    from diffpolicy.errors import UserError
+    from diffpolicy.checkpoint import load_policy, load_run_config
+    from diffpolicy.config import replace_values
+    from diffpolicy.rollout import rollout
 
     torch.set_num_threads(1)
-    policy, cfg = load_policy(run_dir)
-    if sampler is not None and sampler not in ("ddpm", "ddim", "dpmpp"):
-        raise UserError(f"--sampler {sampler!r} must be one of ddpm, ddim, dpmpp")
-    if steps is not None and not 1 <= steps <= cfg.policy.num_train_timesteps:
-        raise UserError(f"--steps {steps} must be in [1, {cfg.policy.num_train_timesteps}]")
-    if action_steps is not None:
-        most = cfg.data.horizon - cfg.data.n_obs_steps + 1
-        if not 1 <= action_steps <= most:
-            raise UserError(f"--action-steps {action_steps} must be in [1, {most}] for this run")
-        cfg.data.n_action_steps = action_steps
+    cfg = load_run_config(run_dir)
     num_modes = int(cfg.dims.get("num_modes", 0))
     condition_fn = make_condition_fn(cfg, mode, instruction, num_modes, instructions)
     if condition_fn is None and cfg.policy.condition != "none" and guidance is None:
         guidance = 0.0
-    kwargs = {"sampler": sampler, "steps": steps, "guidance": guidance}
-    from diffpolicy.rollout import rollout
-
+    cfg = replace_values(
+        cfg,
+        {
+            "policy.sampler": sampler,
+            "policy.num_inference_steps": steps,
+            "policy.guidance": guidance,
+            "control.n_action_steps": action_steps,
+        },
+    )
+    policy, cfg = load_policy(run_dir, cfg=cfg)
+    seed = cfg.eval.seed if seed is None else seed
     n_video = 3 if video_dir or report_dir else 0
     records, stats = rollout(
         policy,
         cfg,
         episodes,
         n_envs=n_envs,
-        seed=cfg.eval.seed if seed is None else seed,
+        seed=seed,
         condition_fn=condition_fn,
-        controller_kwargs=kwargs,
         video_episodes=n_video,
         progress=progress,
     )
@@ -201,11 +202,11 @@ def evaluate_run(
         run_dir=str(run_dir),
         env_id=cfg.env_id,
         policy_type=cfg.policy.type,
-        sampler=sampler or cfg.policy.sampler,
-        steps=steps or cfg.policy.num_inference_steps,
-        action_steps=cfg.data.n_action_steps,
-        seed=cfg.eval.seed if seed is None else seed,
-        guidance=guidance if guidance is not None else cfg.policy.guidance,
+        sampler=cfg.policy.sampler,
+        steps=cfg.policy.num_inference_steps,
+        action_steps=cfg.control.n_action_steps,
+        seed=seed,
+        guidance=cfg.policy.guidance,
         command=_describe_command(mode, instruction, instructions),
         envs=n_envs,
         seconds=stats["seconds"],
@@ -238,8 +239,8 @@ def _describe_command(mode, instruction, instructions) -> str | None:
 
 def instruction_templates(env_id: str, split: str) -> dict[int, list[str]]:
     """{mode: [sentence, ...]} of the task behind `env_id`; split "train" or "heldout"."""
-    from diffpolicy.collect import make_env
     from diffpolicy.errors import UserError
+    from envs import make_env
     from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
 
     env = make_env(env_id)

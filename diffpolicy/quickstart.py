@@ -27,7 +27,7 @@ def quickstart(
 ) -> dict:
     """Run the pipeline end to end; return {policy type: evaluation JSON}."""
     from diffpolicy.collect import collect
-    from diffpolicy.config import load_config
+    from diffpolicy.config import load_config, with_dataset
     from diffpolicy.dataset import load_demos
     from diffpolicy.evaluate import evaluate_run, write_json
     from diffpolicy.report import comparison_table, plot_paths, write_summary_page
@@ -54,8 +54,7 @@ def quickstart(
     summary = {}
     for kind in policies:
         t1 = time.perf_counter()
-        cfg = load_config(CONFIG, (*overrides, f"policy.type={kind}"))
-        cfg.data.dataset = str(demo_file.resolve())
+        cfg = with_dataset(load_config(CONFIG, (*overrides, f"policy.type={kind}")), demo_file)
         run_dir = out / "runs" / kind
         if run_dir.exists():
             import shutil

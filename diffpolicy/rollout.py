@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from diffpolicy.collect import make_env
 from diffpolicy.controller import RecedingHorizonController
+from envs import make_env
 
 
 @dataclass
@@ -53,11 +53,11 @@ def rollout(
     n_envs: int = 8,
     seed: int = 1000,
     condition_fn: Callable[[int], tuple[dict, int | None, str | None]] | None = None,
-    controller_kwargs: dict | None = None,
     video_episodes: int = 0,
     progress: bool = True,
 ) -> tuple[list[EpisodeRecord], dict]:
-    """Run `episodes` episodes in `n_envs` slots.
+    """Run `episodes` episodes in `n_envs` slots, controlled as `cfg.control` and sampled as
+    `cfg.policy` say.
 
     condition_fn(i) -> (controller condition dict, commanded mode or None, instruction or None)
     Returns (records ordered by episode, stats {"latency_ms": [...], "batch_sizes": [...],
@@ -67,7 +67,7 @@ def rollout(
     render = "rgb_array" if video_episodes else None
     max_steps = {"max_steps": cfg.eval.max_steps} if cfg.eval.max_steps else {}
     envs = [make_env(cfg.env_id, render_mode=render, **max_steps) for _ in range(n_envs)]
-    ctrl = RecedingHorizonController(policy, cfg, n_envs, seed=seed, **(controller_kwargs or {}))
+    ctrl = RecedingHorizonController(policy, cfg, n_envs, seed=seed)
     records: dict[int, EpisodeRecord] = {}
     frames: dict[int, list] = {}
     slot_episode: list[int | None] = [None] * n_envs

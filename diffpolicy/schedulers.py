@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
+from diffpolicy.config import SAMPLERS
 
 
 def make_betas(num_train_timesteps: int, beta_schedule: str) -> Tensor:
@@ -198,6 +198,22 @@ def x0_and_eps(
     return out, (x_t - sqrt_ab_t * out) / sqrt_1m_ab_t
 
 
+def ddim_step(
+    x_t: Tensor, out: Tensor, coef: tuple[float, ...], prediction_type: str, clip_sample: bool
+) -> tuple[Tensor, Tensor]:
+    """One DDIM step (eta = 0) from x_t (B, ...) given the model output at x_t.
+
+    coef = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t), sqrt(alpha_bar_prev),
+    sqrt(1 - alpha_bar_prev)), one entry of a "ddim" plan. Returns (x_prev, x0_hat), with x0_hat
+    clipped to [-1, 1] when `clip_sample`; eps is the unclipped implied noise, as in diffusers.
+    """
+    sqrt_ab_t, sqrt_1m_ab_t, sqrt_ab_prev, sqrt_1m_ab_prev = coef
+    x0_hat, eps = x0_and_eps(x_t, out, sqrt_ab_t, sqrt_1m_ab_t, prediction_type)
+    if clip_sample:
+        x0_hat = x0_hat.clamp(-1.0, 1.0)
+    return sqrt_ab_prev * x0_hat + sqrt_1m_ab_prev * eps, x0_hat
+
+
 def sample(
     denoiser: Callable[[Tensor, Tensor], Tensor],
     schedule: NoiseSchedule,
@@ -240,29 +256,27 @@ def sample(
     x_t = x_T
     trace = x_T.new_empty((steps, *x_T.shape)) if return_x0 else None
 
-    if sampler in ("ddpm", "ddim"):
+    if sampler == "ddim":
         for i in range(steps):
             out = denoiser(x_t, step_args[i])
-            if sampler == "ddpm":
-                sqrt_ab_t, sqrt_1m_ab_t, c_x0, c_xt, sigma_t = plan.coef[i]
-            else:
-                sqrt_ab_t, sqrt_1m_ab_t, sqrt_ab_prev, sqrt_1m_ab_prev = plan.coef[i]
-            x0_hat, eps = x0_and_eps(x_t, out, sqrt_ab_t, sqrt_1m_ab_t, prediction_type)
+            x_t, x0_hat = ddim_step(x_t, out, plan.coef[i], prediction_type, clip_sample)
+            if trace is not None:
+                trace[i] = x0_hat
+
+    elif sampler == "ddpm":
+        for i in range(steps):
+            out = denoiser(x_t, step_args[i])
+            sqrt_ab_t, sqrt_1m_ab_t, c_x0, c_xt, sigma_t = plan.coef[i]
+            x0_hat, _ = x0_and_eps(x_t, out, sqrt_ab_t, sqrt_1m_ab_t, prediction_type)
             if clip_sample:
                 x0_hat = x0_hat.clamp(-1.0, 1.0)
             if trace is not None:
                 trace[i] = x0_hat
-            if sampler == "ddpm":
-                # posterior mean mu(x_t, x0_hat) + sigma_t z
-                x_prev = c_x0 * x0_hat + c_xt * x_t
-                if sigma_t > 0.0:
-                    z = torch.randn(
-                        x_t.shape, generator=generator, dtype=x_t.dtype, device=x_t.device
-                    )
-                    x_prev = x_prev + sigma_t * z
-            else:
-                # DDIM, eta = 0 (eps is the unclipped model epsilon, as in diffusers)
-                x_prev = sqrt_ab_prev * x0_hat + sqrt_1m_ab_prev * eps
+            # posterior mean mu(x_t, x0_hat) + sigma_t z
+            x_prev = c_x0 * x0_hat + c_xt * x_t
+            if sigma_t > 0.0:
+                z = torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype, device=x_t.device)
+                x_prev = x_prev + sigma_t * z
             x_t = x_prev
 
     elif sampler == "dpmpp":

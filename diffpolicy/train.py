@@ -1,22 +1,28 @@
-"""Training: one visible loop.
+"""Training: one visible loop over a loss module.
 
     batch -> loss -> backward -> clip -> step -> LR -> EMA -> log -> validate/checkpoint
 
-Runs on CPU, one CUDA GPU (TF32; bf16 autocast with train.precision=bf16), or
+The loss is `policy.compute_loss` by default; a layer on top passes its own (`make_loss`, as
+few-step distillation does in distill.py), so this module knows nothing of teachers.
+Runs on CPU, one CUDA GPU (TF32; bf16 autocast with train.precision=bf16), or several
 (DistributedDataParallel: NCCL on GPUs, gloo on CPU; rank 0 alone logs and checkpoints).
 Resuming restores weights, EMA, optimizer, RNG and step, so a resumed run ends with the same
 weights as an uninterrupted one. Batches are a pure function of (seed, step, rank): every epoch
-is a seeded permutation split across ranks (a stateless distributed sampler).
+is a seeded permutation split across ranks (a stateless distributed sampler). SIGINT and
+SIGTERM (a scheduler's preemption) write a checkpoint and stop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,6 @@ from torch import nn
 
 from diffpolicy.checkpoint import (
     checkpoint_dirs,
-    load_run_config,
     load_state_into,
     read_metrics,
     read_train_state,
@@ -37,13 +42,36 @@ from diffpolicy.config import Config, config_to_dict, save_config
 from diffpolicy.dataset import load_demos, make_windows, normalizer_data, split_episodes
 from diffpolicy.errors import DatasetError, UserError
 
+Batch = dict[str, torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------ set-up
+
+
+def setup_process(cfg: Config) -> tuple[int, int, torch.device]:
+    """Join the process group under torchrun, pick the device and thread count.
+    Returns (world size, rank, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    device = pick_device(cfg.train.device)
+    if device.type == "cuda":  # fp32 weights; TF32 tensor cores for matmuls and convs
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // world))
+    return world, rank, device
+
 
 def pick_device(name: str) -> torch.device:
+    """ "auto" | "cpu" | "cuda" -> the device of this process (its LOCAL_RANK's GPU under DDP)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device=cuda but no CUDA device is available")
-    if name == "cuda" and dist.is_initialized():
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
 
@@ -109,28 +137,14 @@ def prepare_data(cfg: Config, device: torch.device):
     return train, val, demos
 
 
-def _before(record: dict, step: int) -> bool:
-    s = record.get("step", 0)
-    return isinstance(s, (int, float)) and s <= step
-
-
-class LossModule(nn.Module):
-    """forward(batch) = policy.compute_loss(batch): the loss as a module, which DDP wraps."""
-
-    def __init__(self, policy: nn.Module):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.policy.compute_loss(batch)
-
-
-def take(data: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+def take(data: Batch, idx: torch.Tensor) -> Batch:
+    """Rows `idx` of every window tensor (the episode index stays behind)."""
     return {k: v[idx] for k, v in data.items() if k != "episode"}
 
 
-def set_dims(cfg: Config, train: dict[str, torch.Tensor], demos) -> None:
-    cfg.dims = {
+def data_dims(train: Batch, demos) -> dict[str, int]:
+    """What the model's shapes depend on, measured from the training windows."""
+    return {
         "obs_dim": int(train["obs"].shape[-1]),
         "action_dim": int(train["action"].shape[-1]),
         "goal_dim": int(train["goal"].shape[-1]) if "goal" in train else 0,
@@ -138,6 +152,159 @@ def set_dims(cfg: Config, train: dict[str, torch.Tensor], demos) -> None:
         "lang_dim": int(train["lang"].shape[-1]) if "lang" in train else 0,
         "lang_instructions": len({e.instruction for e in demos.episodes}) if "lang" in train else 0,
     }
+
+
+def build_policy(cfg: Config, train: Batch, demos, device, init_state: dict | None) -> nn.Module:
+    """A fresh policy with its normalizer (and language statistics) fit to the training data,
+    optionally started from `init_state` (a state dict with the same keys)."""
+    from diffpolicy.policies import make_policy
+
+    policy = make_policy(cfg).to(device)
+    policy.normalizer.fit(normalizer_data({k: v.cpu().numpy() for k, v in train.items()}))
+    policy.normalizer.to(device)
+    if cfg.policy.condition == "language":  # standardize with each instruction weighted once
+        from diffpolicy import language
+
+        texts = [e.instruction for e in demos.episodes]
+        unique = language.unique_embeddings(texts, cfg.policy.language_model)  # (U, E)
+        policy.cond_encoder.fit_language(torch.from_numpy(unique).to(device))
+    if init_state is not None:
+        load_state_into(policy, init_state, "the initial weights")
+    return policy
+
+
+def make_optimizer(policy: nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and kernels only (not biases or norm scales)."""
+    decay = [p for p in policy.parameters() if p.ndim >= 2]
+    other = [p for p in policy.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.train.weight_decay},
+            {"params": other, "weight_decay": 0.0},
+        ],
+        lr=cfg.train.lr,
+        betas=cfg.train.betas,
+        fused=device.type == "cuda",
+    )
+
+
+def restore(run_dir: Path, policy, ema, optimizer, device: torch.device) -> int:
+    """Load the newest checkpoint of `run_dir` into the training state; return its step."""
+    dirs = checkpoint_dirs(run_dir)
+    if not dirs:
+        raise UserError(f"nothing to resume in {run_dir} (no complete checkpoint)")
+    load_state_into(policy, read_weights(dirs[-1], "raw")[0], str(dirs[-1]))
+    load_state_into(ema, read_weights(dirs[-1], "ema")[0], str(dirs[-1]))
+    state = read_train_state(dirs[-1])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_cpu"])
+    if device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"], device)
+    return int(state["step"])
+
+
+class PolicyLoss(nn.Module):
+    """forward(batch) = policy.compute_loss(batch): the loss as a module, which DDP wraps."""
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.policy.compute_loss(batch)
+
+
+class RunLog:
+    """metrics.jsonl (and wandb) of rank 0; other ranks write nothing. On resume, lines past
+    the checkpoint (and lines a kill cut short) are dropped first."""
+
+    def __init__(self, run_dir: Path, cfg: Config, rank: int, resume: bool, step: int):
+        self.path, self.wb = run_dir / "metrics.jsonl", None
+        self.active = rank == 0
+        if not self.active:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        if resume and self.path.exists():
+            keep = [json.dumps(m) for m in read_metrics(run_dir) if _at_or_before(m, step)]
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, self.path)
+        if cfg.train.wandb != "disabled":
+            import wandb
+
+            self.wb = wandb.init(
+                project=cfg.train.wandb_project,
+                mode=cfg.train.wandb,
+                config=config_to_dict(cfg),
+                dir=str(run_dir),
+                name=run_dir.name,
+            )
+
+    def write(self, record: dict) -> None:
+        if self.active and record:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if self.wb is not None:
+                self.wb.log(record, step=record["step"])
+
+    def close(self) -> None:
+        if self.wb is not None:
+            self.wb.finish()
+
+
+def _at_or_before(record: dict, step: int) -> bool:
+    s = record.get("step", 0)
+    return isinstance(s, (int, float)) and s <= step
+
+
+@contextlib.contextmanager
+def stop_signals(active: bool):
+    """Within the block, SIGINT and SIGTERM set `stop["signal"]` instead of killing the
+    process, so the loop can checkpoint first; the previous handlers come back after."""
+    stop: dict = {"signal": None}
+    if not active:
+        yield stop
+        return
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def train_step(
+    loss_fn: nn.Module,
+    batch: Batch,
+    policy: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    ema_decay: float,
+    grad_clip: float,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """One optimizer step: loss -> backward -> clip -> step (at `lr`) -> EMA. Returns the loss;
+    raises FloatingPointError (before touching the weights) when it is not finite."""
+    with autocast or contextlib.nullcontext():
+        loss = loss_fn(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss ({loss.item()})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), list(policy.parameters()), 1.0 - ema_decay)
+    return loss
 
 
 @torch.no_grad()
@@ -165,245 +332,98 @@ def ranks_in_sync(policy: nn.Module) -> tuple[bool, float]:
     return diff == 0.0, diff
 
 
+# ------------------------------------------------------------------------------------ the loop
+
+
 def train(
     cfg: Config,
     out_dir: str | Path,
     resume: bool = False,
     progress: bool = True,
+    make_loss: Callable[[nn.Module], nn.Module] = PolicyLoss,
+    init_state: dict | None = None,
 ) -> Path:
-    """Train the policy described by `cfg`; write the run directory `out_dir`; return it."""
+    """Train the policy described by `cfg`; write the run directory `out_dir`; return it.
+
+    make_loss(policy) -> module whose forward(batch) is the scalar loss (default: the policy's
+    own `compute_loss`); init_state: initial weights of a new run (ignored on resume).
+    """
     from tqdm import tqdm
 
-    from diffpolicy.policies import make_policy
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    device = pick_device(cfg.train.device)
-    if device.type == "cuda":  # fp32 weights; TF32 tensor cores for matmuls and convs
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if device.type == "cpu":
-        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // world)
-        torch.set_num_threads(threads)
+    t = cfg.train
+    world, rank, device = setup_process(cfg)
     run_dir = Path(out_dir)
     if rank == 0 and not resume and run_dir.exists() and checkpoint_dirs(run_dir):
         raise UserError(
             f"{run_dir} already holds a trained run; use --resume {run_dir} or another --out"
         )
-
     train_data, val_data, demos = prepare_data(cfg, device)
-    set_dims(cfg, train_data, demos)
-    torch.manual_seed(cfg.train.seed + rank)
-    policy = make_policy(cfg).to(device)
-    policy.normalizer.fit(
-        {
-            k: v
-            for k, v in normalizer_data({k: v.cpu().numpy() for k, v in train_data.items()}).items()
-        }
-    )
-    policy.normalizer.to(device)
-    if cfg.policy.condition == "language":  # standardize with each instruction weighted once
-        from diffpolicy import language
-
-        texts = [e.instruction for e in demos.episodes]
-        unique = language.unique_embeddings(texts, cfg.policy.language_model)  # (U, E)
-        policy.cond_encoder.fit_language(torch.from_numpy(unique).to(device))
-    teacher = None
-    if cfg.policy.teacher:  # few-step distillation: start from the teacher's weights
-        from diffpolicy import distill
-
-        teacher, teacher_cfg = distill.load_teacher(cfg.policy.teacher, device)
-        distill.check_student(cfg, teacher_cfg)
-        load_state_into(policy, teacher.state_dict(), cfg.policy.teacher)
-
-    def make_loss(p: nn.Module) -> nn.Module:
-        return LossModule(p) if teacher is None else distill.DistillLoss(p, teacher)
-
+    cfg = dataclasses.replace(cfg, dims=data_dims(train_data, demos))
+    torch.manual_seed(t.seed + rank)
+    policy = build_policy(cfg, train_data, demos, device, init_state)
     ema = copy.deepcopy(policy).requires_grad_(False).eval()
-    decay_params = [p for n, p in policy.named_parameters() if p.ndim >= 2]
-    other_params = [p for n, p in policy.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay_params, "weight_decay": cfg.train.weight_decay},
-            {"params": other_params, "weight_decay": 0.0},
-        ],
-        lr=cfg.train.lr,
-        betas=cfg.train.betas,
-        fused=device.type == "cuda",
-    )
-    step = 0
-    if resume:
-        dirs = checkpoint_dirs(run_dir)
-        if not dirs:
-            raise UserError(f"nothing to resume in {run_dir} (no complete checkpoint)")
-        raw_state, _ = read_weights(dirs[-1], "raw")
-        ema_state, _ = read_weights(dirs[-1], "ema")
-        load_state_into(policy, raw_state, str(dirs[-1]))
-        load_state_into(ema, ema_state, str(dirs[-1]))
-        state = read_train_state(dirs[-1])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-        step = int(state["step"])
-    loss_fn = make_loss(policy)
+    optimizer = make_optimizer(policy, cfg, device)
+    step = restore(run_dir, policy, ema, optimizer, device) if resume else 0
+    loss_fn, val_loss_fn = make_loss(policy), make_loss(ema)
     if world > 1:  # DDP hooks forward(): the loss module's gradients are all-reduced
-        loss_fn = nn.parallel.DistributedDataParallel(
-            loss_fn, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    val_loss_fn = make_loss(ema)
-
-    metrics_path = run_dir / "metrics.jsonl"
-    wb = None
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        if resume and metrics_path.exists():  # drop lines past the checkpoint we resume from
-            # (and lines a kill cut short: read_metrics skips what is not a JSON object)
-            keep = [json.dumps(m) for m in read_metrics(run_dir) if _before(m, step)]
-            tmp = metrics_path.with_name(f".{metrics_path.name}.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-            os.replace(tmp, metrics_path)
-        if cfg.train.wandb != "disabled":
-            import wandb
-
-            wb = wandb.init(
-                project=cfg.train.wandb_project,
-                mode=cfg.train.wandb,
-                config=config_to_dict(cfg),
-                dir=str(run_dir),
-                name=run_dir.name,
-            )
-
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    old_handler = signal.signal(signal.SIGINT, on_signal) if rank == 0 else None
-    n_train = len(train_data["obs"])
-    per_rank_batch = max(1, cfg.train.batch_size // world)
-    bf16 = device.type == "cuda" and cfg.train.precision == "bf16"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16)
-    bar = tqdm(
-        total=cfg.train.steps,
-        initial=step,
-        disable=not progress or rank != 0,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    t_log, best_val = time.perf_counter(), float("inf")
+        ids = [device.index] if device.type == "cuda" else None
+        loss_fn = nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
+    log = RunLog(run_dir, cfg, rank, resume, step)
+    bf16 = device.type == "cuda" and t.precision == "bf16"
+    autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else None
+    n_train, batch_size = len(train_data["obs"]), max(1, t.batch_size // world)
+    quiet = not progress or rank != 0
+    bar = tqdm(total=t.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
+    t_log = time.perf_counter()
 
     def checkpoint(at: int) -> None:
-        if rank != 0:
-            return
-        state = {"optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
-        if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(device)
-        save_checkpoint(run_dir, at, cfg, policy, ema, state)
+        if rank == 0:
+            state = {"optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
+            if device.type == "cuda":
+                state["rng_cuda"] = torch.cuda.get_rng_state(device)
+            save_checkpoint(run_dir, at, cfg, policy, ema, state)
 
     try:
-        while step < cfg.train.steps:
-            idx = batch_indices(step, n_train, per_rank_batch, cfg.train.seed, rank, world)
-            batch = take(train_data, idx.to(device))
-            with autocast:
-                loss = loss_fn(batch)
-            if not torch.isfinite(loss):
-                last = checkpoint_dirs(run_dir)
-                where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint written"
-                raise UserError(f"non-finite loss ({loss.item()}) at step {step}; {where}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.step()
-            with torch.no_grad():
-                d = ema_decay(step, cfg)
-                ema_p = list(ema.parameters())
-                torch._foreach_lerp_(ema_p, list(policy.parameters()), 1.0 - d)
-            step += 1
-            bar.update(1)
+        with stop_signals(rank == 0) as stop:
+            while step < t.steps:
+                idx = batch_indices(step, n_train, batch_size, t.seed, rank, world)
+                batch = take(train_data, idx.to(device))
+                lr = lr_at(step, cfg)
+                try:
+                    loss = train_step(
+                        loss_fn, batch, policy, ema, optimizer, lr, ema_decay(step, cfg),
+                        t.grad_clip, autocast,
+                    )  # fmt: skip
+                except FloatingPointError as e:
+                    last = checkpoint_dirs(run_dir)
+                    where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint written"
+                    raise UserError(f"{e} at step {step}; {where}") from None
+                step += 1
+                bar.update(1)
 
-            record = {}
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                now = time.perf_counter()
-                sps = cfg.train.log_every * cfg.train.batch_size / max(now - t_log, 1e-9)
-                t_log = now
-                record = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": sps}
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", sps=f"{sps:.0f}")
-            if val_data is not None and (
-                step % cfg.train.val_every == 0 or step == cfg.train.steps
-            ):
-                record["step"] = step
-                record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, cfg.train.seed)
-                best_val = min(best_val, record["val_loss"])
-            if record and rank == 0:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                if wb is not None:
-                    wb.log(record, step=step)
-            if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-                checkpoint(step)
-            if stop["signal"] is not None:
-                checkpoint(step)
-                bar.write(
-                    f"interrupted: checkpoint written at step {step}; "
-                    f"continue with --resume {run_dir}"
-                )
-                raise KeyboardInterrupt
+                record = {}
+                if step % t.log_every == 0 or step == t.steps:
+                    now = time.perf_counter()
+                    sps = t.log_every * t.batch_size / max(now - t_log, 1e-9)
+                    t_log = now
+                    record = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": sps}
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.1e}", sps=f"{sps:.0f}")
+                if val_data is not None and (step % t.val_every == 0 or step == t.steps):
+                    record["step"] = step
+                    record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, t.seed)
+                log.write(record)
+                if step % t.checkpoint_every == 0 or step == t.steps or stop["signal"]:
+                    checkpoint(step)
+                if stop["signal"] is not None:
+                    bar.write(f"interrupted: checkpoint written at step {step}; --resume {run_dir}")
+                    raise KeyboardInterrupt
         if world > 1:
             in_sync, diff = ranks_in_sync(policy)
-            if rank == 0:
-                with open(metrics_path, "a") as f:
-                    f.write(
-                        json.dumps(
-                            {
-                                "step": step,
-                                "ddp_ranks_in_sync": in_sync,
-                                "world_size": world,
-                                "max_param_diff": diff,
-                            }
-                        )
-                        + "\n"
-                    )
+            sync = {"ddp_ranks_in_sync": in_sync, "world_size": world, "max_param_diff": diff}
+            log.write({"step": step, **sync})
     finally:
         bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-        if wb is not None:
-            wb.finish()
+        log.close()
         if dist.is_initialized():
             dist.destroy_process_group()
     return run_dir
-
-
-def train_from_cli(
-    config_path: str | None,
-    dataset: str | None,
-    out: str | None,
-    resume: str | None,
-    overrides: list[str],
-    progress: bool = True,
-) -> Path:
-    """Resolve config/dataset/output for `diffpolicy train` and run `train`."""
-    from diffpolicy.config import load_config
-
-    if resume:
-        cfg = load_run_config(resume, tuple(overrides))
-        return train(cfg, resume, resume=True, progress=progress)
-    if not config_path:
-        raise UserError("train needs a CONFIG file (or --resume RUN_DIR)")
-    cfg = load_config(config_path, overrides)
-    if dataset:
-        cfg.data.dataset = dataset
-    if cfg.data.dataset:
-        cfg.data.dataset = str(Path(cfg.data.dataset).resolve())
-    out_dir = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    return train(cfg, out_dir, progress=progress)

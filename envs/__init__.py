@@ -7,6 +7,8 @@
 | ``diffpolicy/Pick-v0`` | :class:`envs.pick.PickEnv` | pick | 2 |
 
 The envs own their time limit (``max_steps``), so they are registered without a TimeLimit.
+Both env classes share the episode skeleton of :class:`envs.base.PandaEnv`. Make an env with
+:func:`make_env` (``gymnasium.make`` with a one-line ``UserError`` for an unknown id).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 
+from diffpolicy.errors import UserError
 from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, sample_instruction
 from envs.pick import PickEnv, PickExpert
 from envs.reach_around import ReachAroundEnv, ReachAroundExpert, classify_route
@@ -35,6 +38,17 @@ gymnasium.register(
     entry_point="envs.pick:PickEnv",
     max_episode_steps=None,
 )
+
+
+def make_env(env_id: str, **kwargs) -> gymnasium.Env:
+    """gymnasium.make with a one-line UserError for an unknown id."""
+    try:
+        return gymnasium.make(env_id, **kwargs)
+    except gymnasium.error.Error as e:
+        known = sorted(k for k in gymnasium.registry if k.startswith("diffpolicy/"))
+        raise UserError(
+            f"unknown env id '{env_id}' ({type(e).__name__}); known ids: {', '.join(known)}"
+        ) from None
 
 
 def make_expert(
@@ -61,6 +75,7 @@ __all__ = [
     "ReachAroundEnv",
     "ReachAroundExpert",
     "classify_route",
+    "make_env",
     "make_expert",
     "sample_instruction",
 ]

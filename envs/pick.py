@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.base import PandaEnv
 from envs.panda import CONTROL_HZ, FINGER_MAX, SUBSTEPS, Scene
 
 HALF = 0.02  # cube half size (4 cm cubes)
@@ -25,7 +25,7 @@ def _wrap_yaw(yaw: float) -> float:
     return (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
 
 
-class PickEnv(gym.Env):
+class PickEnv(PandaEnv):
     """Pick up either of two cubes with a Franka Panda.
 
     ## Description
@@ -89,15 +89,17 @@ class PickEnv(gym.Env):
         width: int = 320,
         height: int = 240,
     ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode={render_mode!r} must be None or 'rgb_array'")
+        super().__init__(
+            render_mode,
+            max_steps,
+            max_step_size,
+            width,
+            height,
+            camera={"target": (0.52, 0.02, 0.05), "distance": 0.85, "yaw": 50.0, "pitch": -55.0},
+        )
         self.task_name = "pick"
         self.num_modes = 2
         self.mode_names = CUBES
-        self.render_mode = render_mode
-        self.max_steps = int(max_steps)
-        self.max_step_size = float(max_step_size)
-        self.width, self.height = int(width), int(height)
         self._ws_low = np.array([0.30, -0.30, 0.005])
         self._ws_high = np.array([0.75, 0.35, 0.35])
         self._cube_low, self._cube_high = np.array([0.42, -0.15]), np.array([0.62, 0.18])
@@ -122,7 +124,6 @@ class PickEnv(gym.Env):
         self.scene.add_box("red", HALF, 0.08, (0.85, 0.15, 0.15, 1.0), friction=1.2)
         self.scene.add_box("blue", HALF, 0.08, (0.15, 0.3, 0.85, 1.0), friction=1.2)
         self.scene.save()
-        self._warned_nan = False
         self._goal = np.full(2, LIFT)
         self._reset_episode_state()
 
@@ -145,11 +146,9 @@ class PickEnv(gym.Env):
         ag, dg = np.asarray(achieved_goal), np.asarray(desired_goal)
         return np.any(ag >= dg, axis=-1).astype(np.float64)
 
-    # -- gym API --------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        s, rng = self.scene, self.np_random
-        s.restore()
+    # -- PandaEnv hooks -------------------------------------------------------------------------
+    def _reset_scene(self, rng: np.random.Generator) -> None:
+        s = self.scene
         while True:
             xy = rng.uniform(self._cube_low, self._cube_high, size=(2, 2))
             if np.linalg.norm(xy[0] - xy[1]) >= 0.12:
@@ -163,27 +162,12 @@ class PickEnv(gym.Env):
         s.drive(self._q_target, self._finger_target)
         for _ in range(4):
             s.client.stepSimulation()
-        self._reset_episode_state()
-        return self._obs(), self._info(False)
 
-    def step(self, action):
+    def _apply_action(self, a: np.ndarray) -> tuple[bool, bool]:
         s = self.scene
-        a = np.asarray(action, dtype=np.float64).reshape(4)
         ee = s.ee_pos()
-        if not np.all(np.isfinite(a)):
-            if not self._warned_nan:
-                warnings.warn(
-                    "non-finite action replaced by the current ee position",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                self._warned_nan = True
-            a = np.where(np.isfinite(a), a, np.array([*ee, 1.0]))
-        pos = np.clip(a[:3], self._ws_low, self._ws_high)
-        delta = pos - ee
-        dist = float(np.linalg.norm(delta))
-        if dist > self.max_step_size:
-            pos = ee + delta * (self.max_step_size / dist)
+        a = self._finite_action(a, np.array([*ee, 1.0]))
+        pos = self._limit_target(a[:3], ee)
         close = a[3] <= 0.0
         self._finger_target = 0.0 if close else FINGER_MAX
         self._ever_closed |= bool(close)
@@ -191,7 +175,6 @@ class PickEnv(gym.Env):
         s.drive(self._q_target, self._finger_target)
         for _ in range(SUBSTEPS):
             s.client.stepSimulation()
-        self._steps += 1
 
         heights = self._heights()
         held = [
@@ -201,36 +184,15 @@ class PickEnv(gym.Env):
         if self._mode < 0 and heights.max() >= MODE_LIFT:
             self._mode = int(np.argmax(heights))
         self._track_nearest()
-        success = self._held >= HOLD_STEPS
-        terminated = success
-        truncated = (not terminated) and self._steps >= self.max_steps
-        info = self._info(success)
-        if terminated or truncated:
-            info["between_modes"] = (not success) and self._closed_between()
-            info["mode_switches"] = int(self._switches)
-        return self._obs(), float(success), terminated, truncated, info
+        return self._held >= HOLD_STEPS, False
 
-    def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        return self.scene.render(
-            self.width, self.height, target=(0.52, 0.02, 0.05), distance=0.85, yaw=50.0, pitch=-55.0
-        )
-
-    def close(self) -> None:
-        self.scene.close()
-
-    # -- internals ------------------------------------------------------------------------------
     def _reset_episode_state(self) -> None:
-        self._steps = 0
+        super()._reset_episode_state()
         self._held = 0
         self._mode = -1
         self._nearest: int | None = None
         self._switches = 0
         self._ever_closed = False
-
-    def _heights(self) -> np.ndarray:
-        return np.array([self.scene.body_pose(c)[0][2] - HALF for c in CUBES])
 
     def _obs(self) -> dict:
         s = self.scene
@@ -245,13 +207,23 @@ class PickEnv(gym.Env):
             "desired_goal": self._goal.astype(np.float32),
         }
 
-    def _info(self, success: bool) -> dict:
+    def _info(self, success: bool, collision: bool) -> dict:
         return {
             "is_success": bool(success),
-            "collision": False,
+            "collision": bool(collision),
             "mode": self._mode,
             "mode_name": CUBES[self._mode] if self._mode >= 0 else "none",
         }
+
+    def _end_info(self, success: bool, collision: bool) -> dict:
+        return {
+            "between_modes": (not success) and self._closed_between(),
+            "mode_switches": int(self._switches),
+        }
+
+    # -- internals ------------------------------------------------------------------------------
+    def _heights(self) -> np.ndarray:
+        return np.array([self.scene.body_pose(c)[0][2] - HALF for c in CUBES])
 
     def _track_nearest(self) -> None:
         if self._ever_closed:

@@ -18,12 +18,12 @@ without an env; the env uses the same code step by step.
 from __future__ import annotations
 
 import math
-import warnings
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.base import PandaEnv
 from envs.panda import CONTROL_HZ, ROBOT_BASE, Scene
 
 EE_Z = 0.03  # height of the ee (grasp point) above the table; fingertips ~1 cm lower
@@ -168,7 +168,7 @@ def _segment_hit(p0, p1, centre, radius):
     return p0 + t * d if 0.0 <= t <= 1.0 else None
 
 
-class ReachAroundEnv(gym.Env):
+class ReachAroundEnv(PandaEnv):
     """Move the Panda's end effector in a plane past cylindrical obstacles to a goal.
 
     ## Description
@@ -235,16 +235,16 @@ class ReachAroundEnv(gym.Env):
         width: int = 320,
         height: int = 240,
     ) -> None:
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode={render_mode!r} must be None or 'rgb_array'")
+        super().__init__(
+            render_mode,
+            max_steps if max_steps is not None else (60 if layout == "reach_around" else 100),
+            max_step_size,
+            width,
+            height,
+            camera={"target": (0.5, 0.02, 0.0), "distance": 1.3, "yaw": 0.0, "pitch": -85.0},
+        )
         self._layout = make_layout(layout)
         self.task_name = "reach_around" if layout == "reach_around" else "reach_around_maze"
-        self.render_mode = render_mode
-        self.max_steps = int(
-            max_steps if max_steps is not None else (60 if layout == "reach_around" else 100)
-        )
-        self.max_step_size = float(max_step_size)
-        self.width, self.height = int(width), int(height)
         self.num_modes = num_modes(self._layout)
         self.mode_names = tuple(self._layout["mode_names"])
         lay = self._layout
@@ -273,7 +273,6 @@ class ReachAroundEnv(gym.Env):
             self._obstacle_names.append(name)
         self.scene.add_marker("goal", 0.025, (0.2, 0.8, 0.2, 0.8))
         self.scene.save()
-        self._warned_nan = False
         self._ee = np.zeros(2)
         self._vel = np.zeros(2)
         self._goal = np.zeros(2)
@@ -294,12 +293,9 @@ class ReachAroundEnv(gym.Env):
             return (ag[..., 1] > dg[..., 1]).astype(np.float64)
         return (np.linalg.norm(ag - dg, axis=-1) < self._layout["goal_radius"]).astype(np.float64)
 
-    # -- gym API --------------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        self.scene.restore()
+    # -- PandaEnv hooks -------------------------------------------------------------------------
+    def _reset_scene(self, rng: np.random.Generator) -> None:
         lay = self._layout
-        rng = self.np_random
         start = rng.uniform(lay["start_region"]["low"], lay["start_region"]["high"])
         if lay["success_y"] is None:
             self._goal = rng.uniform(lay["goal_region"]["low"], lay["goal_region"]["high"])
@@ -309,59 +305,24 @@ class ReachAroundEnv(gym.Env):
         self.scene.teleport_ee((*start, EE_Z), finger=0.0, tol=5e-4, iters=10)
         self._ee = self.scene.ee_pos()[:2]
         self._vel = np.zeros(2)
-        self._reset_episode_state()
-        return self._obs(), self._info(False, False)
 
-    def step(self, action):
-        a = np.asarray(action, dtype=np.float64).reshape(2)
-        if not np.all(np.isfinite(a)):
-            if not self._warned_nan:
-                warnings.warn(
-                    "non-finite action replaced by the current ee position",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                self._warned_nan = True
-            a = np.where(np.isfinite(a), a, self._ee)
-        a = np.clip(a, self._ws_low, self._ws_high)
-        delta = a - self._ee
-        dist = float(np.linalg.norm(delta))
-        if dist > self.max_step_size:
-            a = self._ee + delta * (self.max_step_size / dist)
-
+    def _apply_action(self, a: np.ndarray) -> tuple[bool, bool]:
+        a = self._limit_target(self._finite_action(a, self._ee), self._ee)
         p0 = self._ee.copy()
         self.scene.teleport_ee((*a, EE_Z), finger=0.0)
         p1 = self.scene.ee_pos()[:2]
         self._ee, self._vel = p1, (p1 - p0) * CONTROL_HZ
-        self._steps += 1
         self._path.append(p1.copy())
 
         collision = self._check_collision(p0, p1)
         update_crossings(self._gaps, p0, p1, self._layout)
         self._track_sides(p1)
         success = (not collision) and bool(self.compute_reward(p1, self._goal, None) > 0.5)
-        terminated = collision or success
-        truncated = (not terminated) and self._steps >= self.max_steps
-        info = self._info(success, collision)
-        if terminated or truncated:
-            info["between_modes"] = self._between_modes(collision, success)
-            info["mode_switches"] = int(sum(self._switches))
-        return self._obs(), float(success), terminated, truncated, info
+        return success, collision
 
-    def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        return self.scene.render(
-            self.width, self.height, target=(0.5, 0.02, 0.0), distance=1.3, yaw=0.0, pitch=-85.0
-        )
-
-    def close(self) -> None:
-        self.scene.close()
-
-    # -- internals ------------------------------------------------------------------------------
     def _reset_episode_state(self) -> None:
+        super()._reset_episode_state()
         n_rows = len(self._layout["rows"])
-        self._steps = 0
         self._gaps = [-1] * n_rows
         self._sides: list[int | None] = [None] * n_rows
         self._switches = [0] * n_rows
@@ -388,6 +349,13 @@ class ReachAroundEnv(gym.Env):
             "gaps": tuple(self._gaps),
         }
 
+    def _end_info(self, success: bool, collision: bool) -> dict:
+        return {
+            "between_modes": self._between_modes(collision, success),
+            "mode_switches": int(sum(self._switches)),
+        }
+
+    # -- internals ------------------------------------------------------------------------------
     def _check_collision(self, p0: np.ndarray, p1: np.ndarray) -> bool:
         for name, ob in zip(self._obstacle_names, self._layout["obstacles"]):
             centre = np.array(ob[:2])

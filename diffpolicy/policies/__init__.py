@@ -1,8 +1,8 @@
 """Policies (diffusion, mse, gmm) sharing one protocol:
 
     compute_loss(batch) -> scalar
-    predict_action_chunk(obs, *, sampler=None, steps=None, guidance=None, generator=None)
-        -> (B, Tp, A) in env units
+    predict_action_chunk(obs, sampling: Sampling | None = None, *, generator=None)
+        -> (B, Tp, A) in env units (sampling: the run's own when None; only diffusion uses it)
     reset()
     .normalizer (fit by the trainer), .cfg
 

@@ -21,7 +21,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from diffpolicy.config import Config
+from diffpolicy.config import Config, Sampling
 from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
@@ -92,9 +92,14 @@ class GMMPolicy(nn.Module):
 
     @torch.inference_mode()
     def predict_action_chunk(
-        self, obs: dict[str, Tensor], *, generator: torch.Generator | None = None, **_ignored
+        self,
+        obs: dict[str, Tensor],
+        sampling: Sampling | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Sample a component from the logits, output its mean: (B, Tp, A) in env units."""
+        """Sample a component from the logits, output its mean: (B, Tp, A) in env units.
+        (`sampling` has no meaning for a mixture head and is ignored.)"""
         logits, means, _ = self(obs)
         k = torch.multinomial(logits.softmax(-1), 1, generator=generator)  # (B, 1)
         mean = means.gather(1, k[:, :, None].expand(-1, 1, means.shape[-1]))[:, 0]  # (B, Tp*A)

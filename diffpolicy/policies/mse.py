@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from diffpolicy.config import Config
+from diffpolicy.config import Config, Sampling
 from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
@@ -46,6 +46,12 @@ class MSEPolicy(nn.Module):
         return masked_mean((self(batch, drop) - target) ** 2, batch.get("action_mask"))
 
     @torch.inference_mode()
-    def predict_action_chunk(self, obs: dict[str, Tensor], **_ignored) -> Tensor:
-        """Deterministic chunk (B, Tp, A) in env units; sampler/steps/guidance/generator unused."""
+    def predict_action_chunk(
+        self,
+        obs: dict[str, Tensor],
+        sampling: Sampling | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Deterministic chunk (B, Tp, A) in env units (`sampling` and `generator` unused)."""
         return self.normalizer.unnormalize("action", self(obs))
