@@ -85,6 +85,10 @@ class FastSampler:
             **kw,
         )
 
+    def cached_shapes(self, kind: str) -> int:
+        """How many compiled artifacts of `kind` ("jit" | "cuda_graph") are cached."""
+        return sum(key[0] == kind for key in self._cache)
+
     def clear(self) -> None:
         """Drop every compiled artifact (they are rebuilt on the next call)."""
         self._cache.clear()

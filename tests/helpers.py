@@ -1,10 +1,31 @@
-"""Synthetic demo files for fast tests (no simulator needed)."""
+"""Plain helpers shared by several test files (fixtures live in conftest.py): synthetic demo
+files, the debug config, running the CLI, forked children, pickle payloads, stand-ins for the
+language encoder and for a policy."""
 
 from __future__ import annotations
 
-import numpy as np
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import numpy as np
+import torch
+
+from diffpolicy import cli
+from diffpolicy.config import config_from_dict, load_config
 from diffpolicy.dataset import Demos, Episode, write_demos
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = ROOT / "configs" / "debug.yaml"
+CLI_ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+# ------------------------------------------------------------------------------ synthetic demos
 
 
 def bimodal_demos(n: int = 20, length: int = 12, seed: int = 0) -> Demos:
@@ -45,3 +66,169 @@ def bimodal_demos(n: int = 20, length: int = 12, seed: int = 0) -> Demos:
 def write_bimodal(path, **kw) -> str:
     write_demos(path, bimodal_demos(**kw))
     return str(path)
+
+
+# ---------------------------------------------------------------------------- configs and CLI
+
+
+def debug_cfg(dataset, *overrides):
+    cfg = load_config(DEBUG, overrides)
+    cfg.data.dataset = str(dataset)
+    return cfg
+
+
+def tiny_cfg(**data):
+    cfg = config_from_dict(
+        {
+            "data": {"n_obs_steps": 2, "horizon": 8, **data},
+            "control": {"n_action_steps": 4},
+            "model": {"down_dims": [16, 32], "n_groups": 4},
+        }
+    )
+    cfg.dims = {"obs_dim": 4, "action_dim": 2, "goal_dim": 2, "num_modes": 2, "lang_dim": 0}
+    return cfg
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "diffpolicy", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=CLI_ENV,
+    )
+
+
+PROGRESS = re.compile(r"^(train|eval|collect \S+): .*\|")
+
+
+def one_line_exit_2(capsys, argv, message=None):
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    err = capsys.readouterr().err
+    # progress bars (tqdm, on stderr) are not messages: drop them, keep everything else
+    lines = [ln for ln in err.splitlines() if ln.strip() and not PROGRESS.match(ln)]
+    assert code == 2, (argv, code, err)
+    assert len(lines) == 1, err
+    if message:
+        assert message in lines[0], lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------ processes
+# Kills use os.fork(): the child inherits the imported modules, so a kill costs no interpreter
+# start-up.
+
+
+def fork(fn) -> int:
+    """Run fn() in a forked child; the child exits with fn's return value (or 1 on error)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            code = int(fn() or 0)
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def wait(pid: int, timeout: float = 60.0) -> int:
+    """Exit status of a child: its code, or -signal when killed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not finish in {timeout} s")
+
+
+def kill_self(*_, **__):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc; psutil is not needed), leaving out
+    multiprocessing's resource tracker (one per process, started with the first 'spawn')."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                status = (d / "status").read_text()
+                if b"resource_tracker" in (d / "cmdline").read_bytes():
+                    continue
+            except OSError:
+                continue
+            ppid = next(ln for ln in status.splitlines() if ln.startswith("PPid:"))
+            if int(ppid.split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+# ------------------------------------------------------------------------------ pickle payloads
+
+
+class Payload:
+    """Creates `marker` when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def payload_bytes(marker, protocol=None) -> bytes:
+    return pickle.dumps({"step": 5, "x": Payload(marker)}, protocol=protocol)
+
+
+# --------------------------------------------------------------------------------- stand-ins
+
+
+class FakeEncoder:
+    """Deterministic stand-in for a SentenceTransformer: nearly parallel unit vectors (cosine
+    ~0.98 between different texts, like MiniLM's "...left" vs "...right"), counting calls."""
+
+    def __init__(self, dim: int = 16):
+        self.dim, self.encoded = dim, []
+
+    def encode(self, texts, **kw):
+        self.encoded.extend(texts)
+        rows = []
+        for t in texts:
+            rng = np.random.default_rng(sum(map(ord, t)))
+            v = np.ones(self.dim) + 0.12 * rng.standard_normal(self.dim)
+            if "left" in t:
+                v[0] += 0.5
+            rows.append(v / np.linalg.norm(v))
+        return np.stack(rows).astype(np.float32)
+
+
+class ScriptedPolicy(torch.nn.Module):
+    """Returns chunk[b, i] = (call index, i) so tests can see which slice was executed."""
+
+    def __init__(self, horizon, nan=False):
+        super().__init__()
+        self.register_buffer("dummy", torch.zeros(1))
+        self.calls, self.horizon, self.nan = 0, horizon, nan
+        self.seen = []
+
+    def predict_action_chunk(self, obs, sampling=None, *, generator=None):
+        B = obs["obs"].shape[0]
+        self.seen.append(obs)
+        i = torch.arange(self.horizon, dtype=torch.float32)
+        chunk = torch.stack([torch.full_like(i, float(self.calls)), i], -1)
+        self.calls += 1
+        out = chunk.expand(B, -1, -1).clone()
+        if self.nan:
+            out[:] = float("nan")
+        return out

@@ -7,6 +7,7 @@ from diffpolicy.config import (
     config_from_dict,
     config_to_dict,
     load_config,
+    replace_values,
     save_config,
 )
 
@@ -32,7 +33,10 @@ def test_unknown_key_names_closest():
     "data, message",
     [
         ({"data": {"horizon": 15}}, "data.horizon=15 must be a positive multiple of 4"),
-        ({"data": {"n_action_steps": 16}}, "n_action_steps=16 must be <= horizon - n_obs_steps"),
+        (
+            {"control": {"n_action_steps": 16}},
+            "control.n_action_steps=16 must be <= data.horizon - data.n_obs_steps",
+        ),
         ({"train": {"lr": "fast"}}, "train.lr='fast' must be a number"),
         ({"train": {"steps": 1.5}}, "train.steps=1.5 must be an integer"),
         ({"train": {"steps": True}}, "must be an integer"),
@@ -79,3 +83,32 @@ def test_shipped_configs_load():
     for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
         cfg = load_config(path)
         assert isinstance(cfg, Config), path
+
+
+def test_keys_moved_to_control_still_load():
+    """A run directory written before `control` existed keeps its Ta and ensembling weight."""
+    cfg = config_from_dict({"data": {"n_action_steps": 3}, "eval": {"temporal_ensemble": 0.2}})
+    assert cfg.control.n_action_steps == 3 and cfg.control.temporal_ensemble == 0.2
+    assert "n_action_steps" not in config_to_dict(cfg)["data"]
+
+
+def test_base_files_merge_and_cycles_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("train: {steps: 7, lr: 0.5}\nmodel: {down_dims: [8, 16]}\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ntrain: {steps: 9}\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert (cfg.train.steps, cfg.train.lr, cfg.model.down_dims) == (9, 0.5, (8, 16))
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_replace_values_validates_at_the_one_site():
+    cfg = config_from_dict({})
+    out = replace_values(cfg, {"policy.num_inference_steps": 4, "policy.sampler": None})
+    assert out.policy.num_inference_steps == 4 and out.policy.sampler == cfg.policy.sampler
+    assert cfg.policy.num_inference_steps == 10  # the original is not mutated
+    with pytest.raises(ConfigError, match="policy.num_inference_steps=999 must be in"):
+        replace_values(cfg, {"policy.num_inference_steps": 999})

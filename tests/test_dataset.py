@@ -1,18 +1,22 @@
+"""Demo files (diffpolicy.dataset): round trip, windows, splits, broken and foreign files,
+atomic writes, and payloads in a file read as plain data, never unpickled or evaluated."""
+
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
-from helpers import bimodal_demos
+from helpers import bimodal_demos, payload_bytes, write_bimodal
 
 from diffpolicy.dataset import (
     DatasetError,
     load_demos,
     make_windows,
-    normalizer_data,
     split_episodes,
     summarize,
     write_demos,
 )
-from diffpolicy.normalizer import Normalizer
+from diffpolicy.errors import UserError
 
 
 def test_roundtrip_keeps_arrays_and_attrs(tmp_path):
@@ -60,21 +64,6 @@ def test_split_is_seeded_and_disjoint():
     assert len(va) == 10 and not set(tr) & set(va) and len(tr) + len(va) == 50
     assert tr.tolist() == tr2.tolist() and va.tolist() == va2.tolist()
     assert len(split_episodes(1, 0.5, 0)[0]) == 1
-
-
-def test_normalizer_maps_to_unit_range_and_handles_constant_dims():
-    demos = bimodal_demos(n=4, length=6)
-    w = make_windows(demos, np.arange(4), ("observation", "desired_goal"), None, 2, 8)
-    norm = Normalizer({"obs": 4, "action": 2})
-    norm.fit(normalizer_data(w))
-    import torch
-
-    x = torch.from_numpy(w["obs"])
-    z = norm.normalize("obs", x)
-    assert torch.isfinite(z).all()
-    assert z[..., :2].min() >= -1 - 1e-5 and z[..., :2].max() <= 1 + 1e-5
-    assert torch.all(z[..., 2:] == 0)  # goal dims are constant in this data
-    torch.testing.assert_close(norm.unnormalize("obs", z), x)
 
 
 def test_summarize_counts_modes():
@@ -164,3 +153,57 @@ def test_write_is_atomic_on_failure(tmp_path):
         write_demos(path, broken)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["d.hdf5"]
+
+
+# ------------------------------------------------------------------------------ planted payloads
+
+
+def _dataset_plants(path: Path, marker: Path):
+    blob = np.void(payload_bytes(marker))
+    return {
+        "env_args_blob": lambda f: f["data"].attrs.__setitem__("env_args", blob),
+        "mode_names_blob": lambda f: f["data"].attrs.__setitem__("mode_names", blob),
+        "layout_blob": lambda f: f["data"].attrs.__setitem__("layout", blob),
+        "episode_attr_blob": lambda f: f["data/demo_0"].attrs.__setitem__("mode_name", blob),
+        "instruction_blob": lambda f: f["data/demo_0"].attrs.__setitem__("instruction", blob),
+        "mode_attr_blob": lambda f: f["data/demo_0"].attrs.__setitem__("mode", blob),
+        "object_dataset": lambda f: (
+            f["data/demo_0"].__delitem__("actions"),
+            f["data/demo_0"].create_dataset(
+                "actions",
+                data=np.array([payload_bytes(marker, 0)] * 12, dtype=object),
+                dtype=h5py.special_dtype(vlen=bytes),
+            ),
+        ),
+        "object_obs": lambda f: f["data/demo_0/obs"].create_dataset(
+            "evil",
+            data=np.array([payload_bytes(marker, 0)] * 12, dtype=object),
+            dtype=h5py.special_dtype(vlen=bytes),
+        ),
+        "opaque_dataset": lambda f: f["data/demo_0/obs"].create_dataset(
+            "blob", data=np.array([blob] * 12)
+        ),
+        "python_expression_attr": lambda f: f["data"].attrs.__setitem__(
+            "env_args", f"__import__('os').system('touch {marker}')"
+        ),
+    }
+
+
+def test_dataset_payloads_are_data_never_evaluated(tmp_path, no_unpickling):
+    marker = tmp_path / "pwned"
+    names = list(_dataset_plants(tmp_path, marker))
+    refused = 0
+    for name in names:
+        path = Path(write_bimodal(tmp_path / f"{name}.hdf5", n=2))
+        with h5py.File(path, "r+") as f:
+            _dataset_plants(path, marker)[name](f)
+        try:
+            demos = load_demos(path)
+        except UserError:
+            refused += 1
+        else:  # loaded: the blob stayed an opaque string, never an object
+            for e in demos.episodes:
+                assert isinstance(e.mode_name, str) and isinstance(e.instruction, str)
+                assert all(v.dtype == np.float32 for v in e.obs.values())
+        assert not marker.exists(), name
+    assert refused >= 5, refused

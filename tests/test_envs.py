@@ -293,3 +293,36 @@ def test_instruction_templates():
     assert "left" in sample_instruction("reach_around", 0, rng)
     with pytest.raises(ValueError):
         sample_instruction("pick", 2, rng)
+
+
+# -- bad actions ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ["diffpolicy/ReachAround-v0", "diffpolicy/Pick-v0"])
+def test_env_never_passes_bad_actions_to_physics(env_id, monkeypatch):
+    from envs import make_env
+
+    env = make_env(env_id)
+    try:
+        u = env.unwrapped
+        seen = []
+        real = u.scene.teleport_ee
+
+        def spy(pos, *a, **kw):
+            seen.append(np.asarray(pos, dtype=float))
+            return real(pos, *a, **kw)
+
+        monkeypatch.setattr(u.scene, "teleport_ee", spy)
+        env.reset(seed=0)
+        low, high = env.action_space.low, env.action_space.high
+        bad = [np.full(low.shape, np.nan), np.full(low.shape, np.inf), np.full(low.shape, -np.inf),
+               high + 1e6, low - 1e6, np.where(np.arange(len(low)) == 0, np.nan, high * 10)]  # noqa: E501  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for a in bad:
+                obs, *_ = env.step(a.astype(np.float32))
+                assert all(np.isfinite(v).all() for v in obs.values())
+        assert any(issubclass(w.category, RuntimeWarning) for w in caught)
+        assert seen and all(np.isfinite(p).all() for p in seen)
+        xyz = np.stack(seen)[:, : len(u._ws_low)]
+        assert (xyz >= u._ws_low - 1e-9).all() and (xyz <= u._ws_high + 1e-9).all()
+    finally:
+        env.close()

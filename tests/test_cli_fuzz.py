@@ -1,5 +1,8 @@
 """Property-based bad input: malformed configs and dataset files raise ConfigError/DatasetError
-(one line) and never any other exception type; the CLI answers them with exit 2 and one line."""
+(one line) and never any other exception type; the CLI answers them with exit 2 and one line.
+
+The config and dataset properties stay here with the CLI one (rather than in test_config.py and
+test_dataset.py): the last test checks the example counts of both, in file order."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
+from helpers import DEBUG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,8 +24,7 @@ from diffpolicy.config import Config, apply_override, config_from_dict, load_con
 from diffpolicy.dataset import Demos, load_demos, make_windows, summarize
 from diffpolicy.errors import ConfigError, DatasetError
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
+BASE = yaml.safe_load(DEBUG.read_text())
 SECTIONS = {name: sorted(Config().__getattribute__(name).__dict__) for name in
             ("data", "model", "policy", "train", "eval")}  # fmt: skip
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -58,7 +61,9 @@ def malformed_config(draw):
             data["data"] = d
             d["n_obs_steps"] = draw(st.integers(-2, 20))
             d["horizon"] = draw(st.integers(-4, 40))
-            d["n_action_steps"] = draw(st.integers(-2, 40))
+            c = data.setdefault("control", {}) if isinstance(data.get("control"), dict) else {}
+            data["control"] = c
+            c["n_action_steps"] = draw(st.integers(-2, 40))
         else:
             data[draw(st.sampled_from(["dims", "env_id", "nonsense", 3]))] = draw(junk)
     return data
@@ -79,7 +84,7 @@ def test_malformed_configs_raise_only_config_error(data):
         return
     # accepted: then it really is valid (horizons consistent, numbers finite)
     d = cfg.data
-    assert 1 <= d.n_action_steps <= d.horizon - d.n_obs_steps + 1
+    assert 1 <= cfg.control.n_action_steps <= d.horizon - d.n_obs_steps + 1
     assert math.isfinite(cfg.train.lr) and cfg.train.lr > 0
 
 
