@@ -7,12 +7,12 @@ Heavy imports (torch, pybullet) happen inside the commands that need them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from diffpolicy.config import SAMPLERS
 from diffpolicy.errors import UserError
+from diffpolicy.files import check_output, check_output_dir, write_json, writer_lock
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_nonneg_int, default=0)
     c.add_argument("--mode", type=_nonneg_int, default=None, help="follow only this mode")
     c.add_argument("--keep-failures", action="store_true")
+    c.add_argument(
+        "--append",
+        action="store_true",
+        help="add the episodes to an existing --out file (atomically; seeds continue after it)",
+    )
 
     i = sub.add_parser("info", help="summarize a demo file")
     i.add_argument("file")
@@ -123,18 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_collect(a) -> int:
     from diffpolicy.collect import collect
-    from diffpolicy.dataset import check_writable
 
-    check_writable(a.out)
-    stats = collect(
-        a.env_id,
-        a.episodes,
-        a.out,
-        workers=a.workers,
-        seed=a.seed,
-        mode=a.mode,
-        keep_failures=a.keep_failures,
-    )
+    check_output(a.out, parents=False)
+    with writer_lock(a.out):
+        stats = collect(
+            a.env_id,
+            a.episodes,
+            a.out,
+            workers=a.workers,
+            seed=a.seed,
+            mode=a.mode,
+            keep_failures=a.keep_failures,
+            append=a.append,
+        )
     print(
         f"wrote {stats.kept} episodes to {a.out} ({stats.tried} tried, "
         f"{stats.seconds:.1f} s, {stats.episodes_per_s:.1f} episodes/s); "
@@ -146,6 +152,9 @@ def cmd_collect(a) -> int:
 def cmd_info(a) -> int:
     from diffpolicy.dataset import load_demos, summarize
 
+    for out in (a.plot, a.json):
+        if out:
+            check_output(out)
     demos = load_demos(a.file)
     summary = summarize(demos)
     print(f"file:        {a.file}")
@@ -166,7 +175,7 @@ def cmd_info(a) -> int:
         for text in summary["instructions"]:
             print(f"  - {text}")
     if a.json:
-        Path(a.json).write_text(json.dumps(summary, indent=2))
+        write_json(a.json, summary)
     if a.plot:
         from diffpolicy.report import plot_paths
 
@@ -206,7 +215,7 @@ def train_from_cli(
         cfg = load_config(config_path, overrides)
         if dataset or cfg.data.dataset:
             cfg = with_dataset(cfg, dataset or cfg.data.dataset)
-        out_dir = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        out_dir = check_output_dir(out if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     run = train_student if cfg.policy.teacher else train
     return run(cfg, out_dir, resume=bool(resume), progress=progress)
 
@@ -223,6 +232,7 @@ def cmd_train(a) -> int:
 def cmd_distill(a) -> int:
     from diffpolicy.distill import distill
 
+    check_output_dir(a.out)
     run_dir = distill(a.teacher, a.out, a.overrides, dataset=a.dataset)
     print(f"run directory: {run_dir}")
     return 0
@@ -232,6 +242,11 @@ def cmd_eval(a) -> int:
     from diffpolicy.evaluate import evaluate_run
     from diffpolicy.report import comparison_table
 
+    if a.json:
+        check_output(a.json)
+    for out in (a.video, a.report):
+        if out:
+            check_output_dir(out)
     mode = a.mode
     if mode is not None and mode != "all":
         try:
@@ -263,6 +278,7 @@ def cmd_eval(a) -> int:
 def cmd_quickstart(a) -> int:
     from diffpolicy.quickstart import quickstart
 
+    check_output_dir(a.out)
     quickstart(
         a.out, episodes=a.episodes, eval_episodes=a.eval_episodes, overrides=tuple(a.overrides)
     )
@@ -270,9 +286,11 @@ def cmd_quickstart(a) -> int:
 
 
 def cmd_modes(a) -> int:
-    from diffpolicy.evaluate import write_json
     from diffpolicy.modes import run_study
 
+    check_output_dir(a.out)
+    if a.json:
+        check_output(a.json)
     result = run_study(quick=a.quick, out_dir=a.out)
     if a.json:
         write_json(a.json, result)
@@ -281,13 +299,13 @@ def cmd_modes(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from diffpolicy.bench import run_bench
-    from diffpolicy.evaluate import write_json
+    from diffpolicy.bench import run_bench, write_result
 
+    if a.json:
+        check_output(a.json)
     result = run_bench(quick=a.quick, only=tuple(a.only))
     if a.json:
-        write_json(a.json, result)
-        print(f"wrote {a.json}")
+        write_result(Path(a.json), result)
     return 0
 
 
@@ -315,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"diffpolicy {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a vanished directory: what happened, in one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"diffpolicy {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"diffpolicy {args.command}: interrupted", file=sys.stderr)

@@ -92,12 +92,21 @@ def collect(
     mode: int | None = None,
     keep_failures: bool = False,
     progress: bool = True,
+    append: bool = False,
 ) -> CollectStats:
-    """Run the expert until `episodes` episodes are kept and write them to `out` (HDF5)."""
+    """Run the expert until `episodes` episodes are kept and write them to `out` (HDF5).
+
+    append: add them to the episodes already in `out` (same env id; seeds start after the
+    file's largest seed unless that would repeat one); the file is replaced in one rename, so
+    an interrupted append leaves it as it was. Stats count the new episodes.
+    """
     import time
 
     from tqdm import tqdm
 
+    previous = _previous_episodes(out, env_id) if append else []
+    if previous:
+        seed = max(seed, max(e.seed for e in previous) + 1)
     if episodes < 1:
         raise UserError(f"--episodes {episodes} must be >= 1")
     if workers < 1:
@@ -144,7 +153,25 @@ def collect(
         )
     seconds = time.perf_counter() - t0
     env_args = {"env_name": env_id, "env_type": 4, "env_kwargs": {}}
-    demos = Demos(kept, env_args=env_args, mode_names=mode_names, layout=layout)
-    write_demos(out, demos)
+    new = Demos(kept, env_args=env_args, mode_names=mode_names, layout=layout)
+    write_demos(
+        out, Demos(previous + kept, env_args=env_args, mode_names=mode_names, layout=layout)
+    )
     probe.close()
-    return CollectStats(len(kept), tried, seconds, demos.mode_counts().tolist())
+    return CollectStats(len(kept), tried, seconds, new.mode_counts().tolist())
+
+
+def _previous_episodes(out: str, env_id: str) -> list[Episode]:
+    """Episodes of the file `out` that `--append` adds to (it must hold demos of `env_id`)."""
+    from pathlib import Path
+
+    from diffpolicy.dataset import load_demos
+
+    if not Path(out).is_file():
+        raise UserError(f"--append: {out} does not exist (collect without --append first)")
+    demos = load_demos(out)
+    if demos.env_args.get("env_name") != env_id:
+        raise UserError(
+            f"--append: {out} holds demos of {demos.env_args.get('env_name')!r}, not {env_id!r}"
+        )
+    return list(demos.episodes)

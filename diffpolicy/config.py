@@ -223,6 +223,27 @@ CHOICES = {
 }
 
 
+LIMITS = {
+    "data.n_obs_steps": 64,
+    "data.horizon": 1024,
+    "model.kernel_size": 31,
+    "model.step_embed_dim": 4096,
+    "model.cond_embed_dim": 4096,
+    "policy.num_train_timesteps": 10_000,
+    "policy.gmm_components": 256,
+    "train.steps": 100_000_000,
+    "train.batch_size": 1_000_000,
+    "train.warmup_steps": 100_000_000,
+    "train.threads": 1024,
+    "eval.episodes": 1_000_000,
+    "eval.envs": 1024,
+}
+"""Largest accepted values: sizes past these cannot fit a training run on any one machine (or
+are typos), and are refused at validation instead of after minutes of work."""
+MAX_CHANNELS, MAX_LEVELS = 8192, 8
+"""Largest entry of model.down_dims, and most entries."""
+
+
 def validate(cfg: Config) -> Config:
     """Check value ranges and cross-field constraints; raise ConfigError naming the problem."""
     d, m, p, t = cfg.data, cfg.model, cfg.policy, cfg.train
@@ -230,6 +251,16 @@ def validate(cfg: Config) -> Config:
     def need(ok: bool, msg: str) -> None:
         if not ok:
             raise ConfigError(msg)
+
+    for key, most in LIMITS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        need(value <= most, f"{key}={value} is larger than the limit {most}")
+    need(len(m.down_dims) <= MAX_LEVELS, f"model.down_dims has more than {MAX_LEVELS} levels")
+    need(
+        all(c <= MAX_CHANNELS for c in m.down_dims),
+        f"model.down_dims={list(m.down_dims)}: entries must be <= {MAX_CHANNELS}",
+    )
 
     for key, allowed in CHOICES.items():
         section, name = key.split(".")

@@ -21,17 +21,14 @@ the loss.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
-from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 
 from diffpolicy.errors import DatasetError
+from diffpolicy.files import atomic_path
 
 MAX_MODES = 4096
 """Largest accepted number of modes (mode labels are -1 or in [0, MAX_MODES))."""
@@ -82,60 +79,11 @@ class Demos:
 # ---------------------------------------------------------------------------------------- writing
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail early (before any work) if `path` cannot be written as a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise DatasetError(f"output path {path} is a directory")
-    if not path.parent.is_dir():
-        raise DatasetError(f"output directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise DatasetError(f"output directory {path.parent} is not writable")
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete `.NAME.<pid>.*.tmp` files beside `path` whose writer process no longer exists."""
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        except OSError:  # alive, owned by someone else
-            continue
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary path beside `path`; on success rename it over `path` in one step.
-
-    A crash, exception or Ctrl-C leaves `path` as it was (absent or the old file). The temporary
-    file is named `.NAME.<pid>.<random>.tmp`; a SIGKILL leaves it behind, and the next write to
-    `path` removes those whose process is gone (never a live writer's).
-    """
-    path = Path(path)
-    check_writable(path)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_demos(path: str | Path, demos: Demos) -> None:
     """Write `demos` to `path` atomically (temporary file + rename)."""
     import h5py
 
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, parents=False) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         total = 0
         for i, ep in enumerate(demos.episodes):

@@ -15,13 +15,13 @@ Definitions:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from diffpolicy import metrics
+from diffpolicy.files import write_json
 from diffpolicy.rollout import EpisodeRecord
 
 
@@ -311,16 +311,3 @@ def make_condition_fn(cfg, mode, instruction, num_modes, instructions=None):
         emb = language.embed([instruction], cfg.policy.language_model)[0]  # (E,)
         return lambda i: ({"lang": emb}, commanded, instruction)
     return None
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically (temporary file + rename)."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)

@@ -39,10 +39,13 @@ from torch import nn
 from tqdm import tqdm
 
 from diffpolicy import metrics as M
+from diffpolicy.files import save_figure, write_text
 from diffpolicy.schedulers import NoiseSchedule, sample
 
 STEPS = (4, 8, 16, 20, 100)
-REFERENCE_INTERP = {100: 0.001, 20: 0.01, 8: 0.06, 4: 0.32}  # REFERENCE.md, 1D 3 modes 20 sigma
+REFERENCE_INTERP = {100: 0.001, 20: 0.01, 8: 0.06, 4: 0.32}
+"""Interpolation rate against DDPM steps measured outside this repository on the same kind of
+1D mixture (3 modes 20 sigma apart, a small MLP denoiser): the number of steps dominates."""
 
 
 @dataclass(frozen=True)
@@ -419,7 +422,7 @@ def conditional_study(mix, cfg, x_train, m_train, schedule, seed) -> dict:
 
 
 def reference_check(result: dict) -> dict:
-    """Interpolation vs steps on the 1D three-mode case next to REFERENCE.md's numbers."""
+    """Interpolation vs steps on the 1D three-mode case next to `REFERENCE_INTERP`."""
     models = result["datasets"]["1d_3modes_20s"]["models"]
     return {
         str(s): {
@@ -456,8 +459,8 @@ def run_study(quick: bool = False, out_dir: str | Path = "outputs/modes", seed: 
     mixtures = {m.name: m for m in study_mixtures(quick)}
     result["figures"] = write_figures(result, all_samples, mixtures, out)
     result["runtime_s"] = round(time.time() - t_start, 1)
-    (out / "modes.json").write_text(json.dumps(result, indent=1))
-    (out / "modes.md").write_text(markdown_report(result))
+    write_text(out / "modes.json", json.dumps(result, indent=1))
+    write_text(out / "modes.md", markdown_report(result))
     print(f"mode study: {result['runtime_s']} s, wrote {out / 'modes.json'} and {out / 'modes.md'}")
     return result
 
@@ -625,6 +628,6 @@ def write_figures(result: dict, samples: dict, mixtures: dict, out: Path) -> lis
 
 
 def _save(fig, path: Path, plt) -> str:
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
     return path.name

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from diffpolicy.files import atomic_path, save_figure, write_json, write_text
+
 
 def _plt():
     import matplotlib
@@ -92,7 +94,7 @@ def plot_paths(
         ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if own and out is not None:
         fig.tight_layout()
-        fig.savefig(out, dpi=120)
+        save_figure(fig, out, dpi=120)
         plt.close(fig)
 
 
@@ -133,7 +135,7 @@ def plot_commanded_paths(
         ax.axis("off")
     fig.suptitle(title or "paths by commanded mode (dashed: another mode)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    save_figure(fig, out, dpi=110)
     plt.close(fig)
 
 
@@ -155,7 +157,7 @@ def plot_mode_bars(
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, dpi=120)
     plt.close(fig)
 
 
@@ -168,13 +170,14 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
     paths = []
     for episode, images in sorted(frames.items()):
         path = out_dir / f"episode_{episode:04d}.mp4"
-        imageio.mimwrite(
-            path,
-            [np.asarray(f)[..., :3] for f in images],
-            fps=10,
-            codec="libx264",
-            macro_block_size=16,
-        )
+        with atomic_path(path) as tmp:
+            imageio.mimwrite(
+                tmp,
+                [np.asarray(f)[..., :3] for f in images],
+                fps=10,
+                codec="libx264",
+                macro_block_size=16,
+            )
         paths.append(str(path))
     return paths
 
@@ -182,7 +185,6 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
 def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames) -> None:
     """metrics.json, paths.png (policy next to the training `demos`, None if unavailable),
     modes.png, videos/, index.html."""
-    import json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,7 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
         f"entropy {result['normalized_entropy']:.2f}",
     )
     fig.tight_layout()
-    fig.savefig(out_dir / "paths.png", dpi=110)
+    save_figure(fig, out_dir / "paths.png", dpi=110)
     plt.close(fig)
     plot_mode_bars(
         out_dir / "modes.png",
@@ -222,7 +224,7 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
     if commanded:
         plot_commanded_paths(out_dir / "commanded.png", layout, records, names)
     videos = write_videos(out_dir / "videos", frames) if frames else []
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    write_json(out_dir / "metrics.json", result)
     rows = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
     html = ["<h1>diffpolicy evaluation</h1>", "<table>"]
     html += [f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
@@ -230,7 +232,7 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
     if commanded:
         html.append('<br><img src="commanded.png" width="800">')
     html += [f'<video src="videos/{Path(v).name}" controls width="320"></video>' for v in videos]
-    (out_dir / "index.html").write_text(_page("\n".join(html)))
+    write_text(out_dir / "index.html", _page("\n".join(html)))
 
 
 def _fmt(v) -> str:
@@ -279,4 +281,4 @@ def write_summary_page(
         body.append(f'<img src="{name}/paths.png" width="800"><br><img src="{name}/modes.png">')
         for v in sorted((out_dir / name / "videos").glob("*.mp4")):
             body.append(f'<video src="{name}/videos/{v.name}" controls width="320"></video>')
-    (out_dir / "index.html").write_text(_page("\n".join(body)))
+    write_text(out_dir / "index.html", _page("\n".join(body)))

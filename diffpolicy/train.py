@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from torch import nn
 
 from diffpolicy.checkpoint import (
     checkpoint_dirs,
+    load_run_config,
     load_state_into,
     read_metrics,
     read_train_state,
@@ -41,6 +43,7 @@ from diffpolicy.checkpoint import (
 from diffpolicy.config import Config, config_to_dict, save_config
 from diffpolicy.dataset import load_demos, make_windows, normalizer_data, split_episodes
 from diffpolicy.errors import DatasetError, UserError
+from diffpolicy.files import writer_lock
 
 Batch = dict[str, torch.Tensor]
 
@@ -54,7 +57,7 @@ def setup_process(cfg: Config) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and cfg.train.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=DDP_TIMEOUT_S))
     rank = dist.get_rank() if dist.is_initialized() else 0
     device = pick_device(cfg.train.device)
     if device.type == "cuda":  # fp32 weights; TF32 tensor cores for matmuls and convs
@@ -63,6 +66,10 @@ def setup_process(cfg: Config) -> tuple[int, int, torch.device]:
     if device.type == "cpu":
         torch.set_num_threads(cfg.train.threads or max(1, (os.cpu_count() or 1) // world))
     return world, rank, device
+
+
+DDP_TIMEOUT_S = 300
+"""A collective that waits longer than this (a rank died or hangs) fails instead of hanging."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -191,7 +198,7 @@ def make_optimizer(policy: nn.Module, cfg: Config, device: torch.device) -> torc
 def restore(run_dir: Path, policy, ema, optimizer, device: torch.device) -> int:
     """Load the newest checkpoint of `run_dir` into the training state; return its step."""
     dirs = checkpoint_dirs(run_dir)
-    if not dirs:
+    if not dirs:  # rank 0 checked; another rank may see none on a non-shared disk
         raise UserError(f"nothing to resume in {run_dir} (no complete checkpoint)")
     load_state_into(policy, read_weights(dirs[-1], "raw")[0], str(dirs[-1]))
     load_state_into(ema, read_weights(dirs[-1], "ema")[0], str(dirs[-1]))
@@ -214,9 +221,61 @@ class PolicyLoss(nn.Module):
         return self.policy.compute_loss(batch)
 
 
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    """A new run needs a directory without checkpoints; a resumed one a checkpoint, and a
+    config whose data, model and loss-defining policy keys are those it was trained with."""
+    if not resume:
+        if checkpoint_dirs(run_dir):
+            raise UserError(
+                f"{run_dir} already holds a trained run; use --resume {run_dir} or another --out"
+            )
+        return
+    if not checkpoint_dirs(run_dir):
+        raise UserError(f"nothing to resume in {run_dir} (no complete checkpoint)")
+    saved = config_to_dict(load_run_config(run_dir))
+    new = config_to_dict(cfg)
+    differ = [
+        f"{section}.{key}"
+        for section, keys in FIXED_ON_RESUME.items()
+        for key in (keys or new[section])
+        if saved[section].get(key) != new[section].get(key)
+        and not (section == "data" and key == "dataset")
+    ]
+    if differ:
+        raise UserError(
+            f"--resume {run_dir}: {', '.join(differ)} differ from the run's config.yaml; "
+            "a run resumes with the data, model and objective it was trained with"
+        )
+
+
+FIXED_ON_RESUME = {
+    "data": (),  # every key but the dataset's path
+    "model": (),
+    "policy": ("type", "num_train_timesteps", "beta_schedule", "prediction_type",
+               "gmm_components", "gmm_min_std", "condition", "language_model", "teacher"),
+}  # fmt: skip
+"""Config keys that a resumed run may not change (an empty tuple: the whole section)."""
+
+
+def drop_if_empty(run_dir: Path) -> None:
+    """Remove a run directory this process created that holds nothing but its lock (training
+    failed at set-up: bad data, a typo), so a failed command leaves nothing behind."""
+    with contextlib.suppress(OSError):
+        if [p.name for p in run_dir.iterdir()] == [".lock"]:
+            (run_dir / ".lock").unlink()
+            run_dir.rmdir()  # the lock's fd stays valid until it is closed
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any (one all-reduce of one number)."""
+    x = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return bool(x.item())
+
+
 class RunLog:
     """metrics.jsonl (and wandb) of rank 0; other ranks write nothing. On resume, lines past
-    the checkpoint (and lines a kill cut short) are dropped first."""
+    the checkpoint (and lines a kill cut short) are dropped first. A context manager."""
 
     def __init__(self, run_dir: Path, cfg: Config, rank: int, resume: bool, step: int):
         self.path, self.wb = run_dir / "metrics.jsonl", None
@@ -248,7 +307,10 @@ class RunLog:
             if self.wb is not None:
                 self.wb.log(record, step=record["step"])
 
-    def close(self) -> None:
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
         if self.wb is not None:
             self.wb.finish()
 
@@ -259,13 +321,11 @@ def _at_or_before(record: dict, step: int) -> bool:
 
 
 @contextlib.contextmanager
-def stop_signals(active: bool):
+def stop_signals():
     """Within the block, SIGINT and SIGTERM set `stop["signal"]` instead of killing the
-    process, so the loop can checkpoint first; the previous handlers come back after."""
+    process, so the loop can checkpoint first (every DDP rank: torchrun forwards the signal);
+    the previous handlers come back after."""
     stop: dict = {"signal": None}
-    if not active:
-        yield stop
-        return
 
     def on_signal(signum, frame):
         stop["signal"] = signum
@@ -347,83 +407,89 @@ def train(
 
     make_loss(policy) -> module whose forward(batch) is the scalar loss (default: the policy's
     own `compute_loss`); init_state: initial weights of a new run (ignored on resume).
+    Rank 0 holds the run directory's writer lock throughout: a second `train` into it fails.
     """
     from tqdm import tqdm
 
     t = cfg.train
     world, rank, device = setup_process(cfg)
     run_dir = Path(out_dir)
-    if rank == 0 and not resume and run_dir.exists() and checkpoint_dirs(run_dir):
-        raise UserError(
-            f"{run_dir} already holds a trained run; use --resume {run_dir} or another --out"
-        )
-    train_data, val_data, demos = prepare_data(cfg, device)
-    cfg = dataclasses.replace(cfg, dims=data_dims(train_data, demos))
-    torch.manual_seed(t.seed + rank)
-    policy = build_policy(cfg, train_data, demos, device, init_state)
-    ema = copy.deepcopy(policy).requires_grad_(False).eval()
-    optimizer = make_optimizer(policy, cfg, device)
-    step = restore(run_dir, policy, ema, optimizer, device) if resume else 0
-    loss_fn, val_loss_fn = make_loss(policy), make_loss(ema)
-    if world > 1:  # DDP hooks forward(): the loss module's gradients are all-reduced
-        ids = [device.index] if device.type == "cuda" else None
-        loss_fn = nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
-    log = RunLog(run_dir, cfg, rank, resume, step)
-    bf16 = device.type == "cuda" and t.precision == "bf16"
-    autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else None
-    n_train, batch_size = len(train_data["obs"]), max(1, t.batch_size // world)
-    quiet = not progress or rank != 0
-    bar = tqdm(total=t.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
-    t_log = time.perf_counter()
-
-    def checkpoint(at: int) -> None:
-        if rank == 0:
-            state = {"optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
-            if device.type == "cuda":
-                state["rng_cuda"] = torch.cuda.get_rng_state(device)
-            save_checkpoint(run_dir, at, cfg, policy, ema, state)
-
+    created = rank == 0 and not run_dir.exists()
+    held = contextlib.ExitStack()  # the run directory's lock, then the signal handlers
     try:
-        with stop_signals(rank == 0) as stop:
-            while step < t.steps:
-                idx = batch_indices(step, n_train, batch_size, t.seed, rank, world)
-                batch = take(train_data, idx.to(device))
-                lr = lr_at(step, cfg)
-                try:
-                    loss = train_step(
-                        loss_fn, batch, policy, ema, optimizer, lr, ema_decay(step, cfg),
-                        t.grad_clip, autocast,
-                    )  # fmt: skip
-                except FloatingPointError as e:
-                    last = checkpoint_dirs(run_dir)
-                    where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint written"
-                    raise UserError(f"{e} at step {step}; {where}") from None
-                step += 1
-                bar.update(1)
+        if rank == 0:
+            held.enter_context(writer_lock(run_dir, "run directory"))
+            check_run_dir(run_dir, cfg, resume)
+        train_data, val_data, demos = prepare_data(cfg, device)
+        cfg = dataclasses.replace(cfg, dims=data_dims(train_data, demos))
+        torch.manual_seed(t.seed + rank)
+        policy = build_policy(cfg, train_data, demos, device, init_state)
+        ema = copy.deepcopy(policy).requires_grad_(False).eval()
+        optimizer = make_optimizer(policy, cfg, device)
+        step = restore(run_dir, policy, ema, optimizer, device) if resume else 0
+        loss_fn, val_loss_fn = make_loss(policy), make_loss(ema)
+        if world > 1:  # DDP hooks forward(): the loss module's gradients are all-reduced
+            ids = [device.index] if device.type == "cuda" else None
+            loss_fn = nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
+        log = held.enter_context(RunLog(run_dir, cfg, rank, resume, step))
+        stop = held.enter_context(stop_signals())
+        bf16 = device.type == "cuda" and t.precision == "bf16"
+        autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else None
+        n_train, batch_size = len(train_data["obs"]), max(1, t.batch_size // world)
+        quiet = not progress or rank != 0
+        bar = held.enter_context(
+            tqdm(total=t.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
+        )
+        t_log = time.perf_counter()
 
-                record = {}
-                if step % t.log_every == 0 or step == t.steps:
-                    now = time.perf_counter()
-                    sps = t.log_every * t.batch_size / max(now - t_log, 1e-9)
-                    t_log = now
-                    record = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": sps}
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.1e}", sps=f"{sps:.0f}")
-                if val_data is not None and (step % t.val_every == 0 or step == t.steps):
-                    record["step"] = step
-                    record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, t.seed)
-                log.write(record)
-                if step % t.checkpoint_every == 0 or step == t.steps or stop["signal"]:
-                    checkpoint(step)
-                if stop["signal"] is not None:
-                    bar.write(f"interrupted: checkpoint written at step {step}; --resume {run_dir}")
-                    raise KeyboardInterrupt
+        def checkpoint(at: int) -> None:
+            if rank == 0:
+                state = {"optimizer": optimizer.state_dict(), "rng_cpu": torch.get_rng_state()}
+                if device.type == "cuda":
+                    state["rng_cuda"] = torch.cuda.get_rng_state(device)
+                save_checkpoint(run_dir, at, cfg, policy, ema, state)
+
+        while step < t.steps:
+            idx = batch_indices(step, n_train, batch_size, t.seed, rank, world)
+            batch = take(train_data, idx.to(device))
+            lr = lr_at(step, cfg)
+            try:
+                loss = train_step(
+                    loss_fn, batch, policy, ema, optimizer, lr, ema_decay(step, cfg),
+                    t.grad_clip, autocast,
+                )  # fmt: skip
+            except FloatingPointError as e:
+                last = checkpoint_dirs(run_dir)
+                where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint written"
+                raise UserError(f"{e} at step {step}; {where}") from None
+            step += 1
+            bar.update(1)
+
+            record = {}
+            if step % t.log_every == 0 or step == t.steps:
+                now = time.perf_counter()
+                sps = t.log_every * t.batch_size / max(now - t_log, 1e-9)
+                t_log = now
+                record = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": sps}
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.1e}", sps=f"{sps:.0f}")
+            if val_data is not None and (step % t.val_every == 0 or step == t.steps):
+                record["step"] = step
+                record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, t.seed)
+            log.write(record)
+            stopping = any_rank(stop["signal"] is not None, device) if world > 1 else stop["signal"]
+            if step % t.checkpoint_every == 0 or step == t.steps or stopping:
+                checkpoint(step)
+            if stopping:
+                bar.write(f"interrupted: checkpoint written at step {step}; --resume {run_dir}")
+                raise KeyboardInterrupt
         if world > 1:
             in_sync, diff = ranks_in_sync(policy)
             sync = {"ddp_ranks_in_sync": in_sync, "world_size": world, "max_param_diff": diff}
             log.write({"step": step, **sync})
     finally:
-        bar.close()
-        log.close()
+        if created:  # still under the lock
+            drop_if_empty(run_dir)
+        held.close()
         if dist.is_initialized():
             dist.destroy_process_group()
     return run_dir
