@@ -10,48 +10,51 @@ import argparse
 import time
 
 import torch
-from common import write_result
 
+from diffpolicy.bench import RESULTS, write_result
 from diffpolicy.checkpoint import load_policy
 from diffpolicy.rollout import rollout
 
 
-def timed_env_step(counter: dict):
-    """Wrap gymnasium's Env.step of the diffpolicy envs to accumulate physics time."""
-    import envs.pick
-    import envs.reach_around
+def timed_env_step(counter: dict) -> None:
+    """Wrap the step of every task env (envs.base.PandaEnv.step) to accumulate physics time."""
+    from envs.base import PandaEnv
 
-    for cls in (envs.reach_around.ReachAroundEnv, envs.pick.PickEnv):
-        original = cls.step
+    original = PandaEnv.step
 
-        def step(self, action, _orig=original):
-            t0 = time.perf_counter()
-            try:
-                return _orig(self, action)
-            finally:
-                counter["physics_s"] += time.perf_counter() - t0
+    def step(self, action):
+        t0 = time.perf_counter()
+        try:
+            return original(self, action)
+        finally:
+            counter["physics_s"] += time.perf_counter() - t0
 
-        cls.step = step
+    PandaEnv.step = step
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     ap.add_argument("--episodes", type=int, default=48)
+    ap.add_argument("--envs", type=int, nargs="+", default=[1, 2, 8])
+    ap.add_argument("--results", default=str(RESULTS), help="directory of the results file")
     args = ap.parse_args()
     torch.set_num_threads(1)
     policy, cfg = load_policy(args.run_dir)
     counter = {"physics_s": 0.0}
     timed_env_step(counter)
     rows = []
-    for n_envs in (1, 2, 8):
+    for n_envs in args.envs:
         counter["physics_s"] = 0.0
-        records, stats = rollout(policy, cfg, args.episodes, n_envs=n_envs, progress=False)
+        records, stats = rollout(
+            policy, cfg, args.episodes, n_envs=n_envs, seed=cfg.eval.seed, progress=False
+        )
         total = stats["seconds"]
         rows.append(
             {
                 "envs": n_envs,
                 "episodes": args.episodes,
+                "seed": cfg.eval.seed,
                 "seconds": round(total, 2),
                 "episodes_per_min": round(60 * args.episodes / total, 1),
                 "share_policy": round(stats["policy_seconds"] / total, 3),
@@ -72,6 +75,7 @@ def main() -> None:
             "steps": cfg.policy.num_inference_steps,
             "rows": rows,
         },
+        args.results,
     )
 
 

@@ -1,6 +1,6 @@
 """Soak: 1,000 evaluation episodes in one process with faults injected, plus a bad-input sweep.
 
-    .venv/bin/python benchmarks/soak.py [--episodes 1000] [--json benchmarks/results/soak.json]
+    python benchmarks/soak.py [--episodes 1000]          -> benchmarks/results/soak.json
 
 A tiny run (configs/debug.yaml trained on a small collected ReachAround dataset) is rolled out
 in chunks of `--chunk` episodes (each chunk builds and closes its own environments). Resident
@@ -18,10 +18,8 @@ import copy
 import json
 import multiprocessing
 import os
-import platform
 import random
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,16 +30,16 @@ import pybullet
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from diffpolicy import rollout as ro
+from diffpolicy.bench import CONFIGS, write_result
+from diffpolicy.checkpoint import checkpoint_dirs, load_policy, load_run_config
+from diffpolicy.collect import collect
+from diffpolicy.config import config_from_dict, load_config, with_dataset
+from diffpolicy.dataset import load_demos
+from diffpolicy.errors import ConfigError, DatasetError
+from diffpolicy.train import train
 
-from diffpolicy import rollout as ro  # noqa: E402
-from diffpolicy.checkpoint import checkpoint_dirs, load_policy, load_run_config  # noqa: E402
-from diffpolicy.collect import collect  # noqa: E402
-from diffpolicy.config import config_from_dict, load_config  # noqa: E402
-from diffpolicy.dataset import load_demos  # noqa: E402
-from diffpolicy.errors import ConfigError, DatasetError  # noqa: E402
-from diffpolicy.train import train  # noqa: E402
+DEBUG = CONFIGS / "debug.yaml"
 
 
 def rss_kib() -> int:
@@ -69,6 +67,11 @@ def child_processes() -> list[int]:
     return out
 
 
+def connected(env) -> bool:
+    """Whether the env's physics server is still connected."""
+    return bool(env.unwrapped.scene.client.getConnectionInfo()["isConnected"])
+
+
 class FaultyPolicy(torch.nn.Module):
     """Wraps the trained policy: every `nan_every`-th call returns NaN for its first row;
     every `kill_every`-th call disconnects the physics server of one live env."""
@@ -79,14 +82,14 @@ class FaultyPolicy(torch.nn.Module):
         self.nan_every, self.kill_every, self.calls = nan_every, kill_every, 0
         self.nan_injected = self.kills_injected = 0
 
-    def predict_action_chunk(self, obs, **kw):
+    def predict_action_chunk(self, obs, sampling=None, **kw):
         self.calls += 1
         if self.calls % self.kill_every == 0:
-            live = [e for e in self.made if e.unwrapped.scene.client._client >= 0]
+            live = [e for e in self.made if connected(e)]
             if live:
                 live[self.calls % len(live)].unwrapped.scene.client.disconnect()
                 self.kills_injected += 1
-        out = self.policy.predict_action_chunk(obs, **kw)
+        out = self.policy.predict_action_chunk(obs, sampling, **kw)
         if self.calls % self.nan_every == 0:
             out = out.clone()
             out[0] = float("nan")
@@ -154,8 +157,7 @@ def kill_resume_sweep(dataset: str, tmp: Path, kills: int, rng: random.Random) -
                 if resume:
                     cfg = load_run_config(run)
                 else:
-                    cfg = load_config(ROOT / "configs" / "debug.yaml", overrides)
-                    cfg.data.dataset = dataset
+                    cfg = with_dataset(load_config(DEBUG, overrides), dataset)
                 train(cfg, run, resume=resume, progress=False)
             finally:
                 os._exit(0)
@@ -174,13 +176,13 @@ def kill_resume_sweep(dataset: str, tmp: Path, kills: int, rng: random.Random) -
 
 
 def bad_input_sweep(good_file: str, tmp: Path, n: int, rng: random.Random) -> dict:
-    base = yaml.safe_load((ROOT / "configs" / "debug.yaml").read_text())
+    base = yaml.safe_load(DEBUG.read_text())
     junk = [None, True, -1, 0, 3, 2**70, 1.5, float("nan"), float("inf"), "x", "", [],
             [1, "a"], {"a": 1}, -0.5]  # fmt: skip
     stats = {"configs_tried": 0, "configs_refused": 0, "configs_accepted": 0, "configs_crashed": 0}
     for _ in range(n):
         data = copy.deepcopy(base)
-        section = rng.choice(["data", "model", "policy", "train", "eval"])
+        section = rng.choice(["data", "model", "policy", "train", "eval", "control"])
         keys = list(getattr(config_from_dict({}), section).__dict__)
         data.setdefault(section, {})[rng.choice(keys + ["bogus_key"])] = rng.choice(junk)
         stats["configs_tried"] += 1
@@ -247,7 +249,7 @@ def main() -> None:
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--bad-inputs", type=int, default=300)
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "soak.json"))
+    p.add_argument("--results", help="directory of the results file (default: benchmarks/results)")
     a = p.parse_args()
     torch.set_num_threads(1)
     rng = random.Random(0)
@@ -256,8 +258,7 @@ def main() -> None:
         tmp = Path(d)
         data = str(tmp / "reach.hdf5")
         collect("diffpolicy/ReachAround-v0", 20, data, workers=1, progress=False)
-        cfg = load_config(ROOT / "configs" / "debug.yaml", ("train.steps=200",))
-        cfg.data.dataset = data
+        cfg = with_dataset(load_config(DEBUG, ("train.steps=200",)), data)
         run = train(cfg, tmp / "run", progress=False)
         print("soak: evaluation", flush=True)
         result = {"eval": soak_eval(run, a.episodes, a.chunk, a.envs)}
@@ -265,21 +266,6 @@ def main() -> None:
         result["training"] = kill_resume_sweep(data, tmp, a.kills, rng)
         print("soak: bad inputs", flush=True)
         result["bad_inputs"] = bad_input_sweep(data, tmp, a.bad_inputs, rng)
-    result["machine"] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "cpu": next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        ),  # fmt: skip
-        "load_avg_at_end": os.getloadavg(),
-    }
     result["seconds_total"] = round(time.perf_counter() - t0, 1)
     e = result["eval"]
     result["pass"] = bool(
@@ -292,9 +278,8 @@ def main() -> None:
         and result["bad_inputs"]["configs_crashed"] == 0
         and result["bad_inputs"]["datasets_crashed"] == 0
     )
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    write_result("soak", result, a.results)
 
 
 if __name__ == "__main__":

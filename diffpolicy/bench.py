@@ -1,27 +1,55 @@
-"""Benchmarks: collection, chunk latency, training throughput, evaluation throughput.
+"""Benchmarks: `diffpolicy bench` and the shared pieces of benchmarks/*.py and scripts/*.py.
 
     diffpolicy bench [--quick] [--json FILE] [--only NAME ...]
 
-Every figure is the median of repeated runs after warm-up; results carry the machine, thread
-count, torch version and settings, so numbers from different machines are never mixed up.
+- `write_result(name, data)`: benchmarks/results/NAME.json with the machine (`machine()`), its
+  load, the command line, the git revision and the torch version attached, so numbers from
+  different machines or revisions are never mixed up; `read_result(name)` reads one back.
+- `time_call(fn, repeats)`: the one timing helper (wall and thread-CPU milliseconds).
+- `policy_from_config`, `random_obs`, `synthetic_windows`: a policy built from a config with
+  synthetic dims, and inputs for it, without a dataset.
+- `latency_row`: times the library's sampling call, `predict_action_chunk(obs, Sampling(...))`
+  (`compiled=False` for the eager rows). `LibraryTrainStep`: one step of the library's own
+  training loop (`diffpolicy.train.train_step` with `make_optimizer`), with the batch gather
+  timed apart from the step.
+- `train_budget(run)`: what training a run cost, from its config.yaml and metrics.jsonl.
+
+Every figure is the median of repeated runs after warm-up.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
 import os
 import platform
+import shlex
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+RESULTS = ROOT / "benchmarks" / "results"
 TASKS = ("diffpolicy/ReachAround-v0", "diffpolicy/ReachAroundMaze-v0", "diffpolicy/Pick-v0")
+DIMS = {"obs_dim": 4, "action_dim": 2, "goal_dim": 2, "num_modes": 2, "lang_dim": 0}
+"""Synthetic dims of a ReachAround-shaped policy (x, y, vx, vy observation, (x, y) goal)."""
+LOAD_AT_START = os.getloadavg()[0]  # when a script starts, before it adds its own load
+
+
+# ------------------------------------------------------------------------------ results files
 
 
 def machine() -> dict:
+    """CPU, cores, load, torch / CUDA / Python versions and the date, with a note when the
+    machine was shared (wall times inflated)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -51,6 +79,255 @@ def machine() -> dict:
     }
 
 
+def git_revision() -> str | None:
+    """HEAD of the checkout this package runs from, "+dirty" when tracked files differ."""
+    try:
+        git = ["git", "-C", str(ROOT)]
+        rev = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def command_line() -> str:
+    """The command that is running, as a reader would type it in the repository root."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name in ("__main__.py", "diffpolicy"):
+        head = ["diffpolicy"]
+    else:
+        try:
+            head = ["python", str(argv0.resolve().relative_to(ROOT))]
+        except ValueError:
+            head = ["python", str(argv0)]
+    return shlex.join(head + sys.argv[1:])
+
+
+def result_path(name: str | Path, results_dir: str | Path | None = None) -> Path:
+    """RESULTS_DIR/NAME.json (default benchmarks/results/); a Path, or a name with a "/" or
+    ending in ".json", is a file path, used as it is."""
+    if isinstance(name, Path) or "/" in name or name.endswith(".json"):
+        return Path(name)
+    return Path(results_dir or RESULTS) / f"{name}.json"
+
+
+def read_result(name: str | Path, results_dir: str | Path | None = None) -> dict:
+    """The results file `name` (see `result_path`), or {} when there is none."""
+    path = result_path(name, results_dir)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_result(name: str | Path, data: dict, results_dir: str | Path | None = None) -> Path:
+    """Write `data` to the results file `name` (see `result_path`), atomically, with the
+    machine, the load at start and end, the command line, the git revision and the torch
+    version attached (these replace any older ones in `data`). Returns the path."""
+    import torch
+
+    from diffpolicy.files import write_json
+
+    path = result_path(name, results_dir)
+    attached = {
+        "machine": machine(),
+        "load_avg_1min_at_start": LOAD_AT_START,
+        "load_avg_1min_at_end": os.getloadavg()[0],
+        "command": command_line(),
+        "git_revision": git_revision(),
+        "torch": torch.__version__,
+    }
+    write_json(path, attached | {k: v for k, v in data.items() if k not in attached})
+    print(f"wrote {path}")
+    return path
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A table in the README's markdown layout (floats with 3 decimals, None as "—")."""
+
+    def cell(v) -> str:
+        return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    sep = "|" + "|".join("-" * (len(h) + 2) for h in header) + "|"
+    lines = ["| " + " | ".join(header) + " |", sep]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+
+
+def train_budget(run: str, trained_on: str | None = None) -> dict:
+    """What training a run cost, read from its config.yaml and metrics.jsonl: steps, batch,
+    model size, device, `trained_on` (the machine, as the caller names it) and wall minutes."""
+    from diffpolicy.checkpoint import load_run_config, read_metrics
+
+    cfg = load_run_config(run)
+    sps = [m["samples_per_s"] for m in read_metrics(run) if "samples_per_s" in m]
+    minutes = sum(cfg.train.log_every * cfg.train.batch_size / x for x in sps) / 60
+    return {
+        "run_dir": str(run),
+        "dataset": cfg.data.dataset,
+        "down_dims": list(cfg.model.down_dims),
+        "steps": cfg.train.steps,
+        "batch_size": cfg.train.batch_size,
+        "threads": cfg.train.threads,
+        "device": cfg.train.device,
+        "trained_on": trained_on,
+        "train_minutes": round(minutes, 1),
+        "mean_steps_per_s": sum(sps) / len(sps) / cfg.train.batch_size if sps else None,
+    }
+
+
+# ------------------------------------------------------------------------- timing and inputs
+
+
+def time_call(
+    fn: Callable[[], object], repeats: int, warmup: int = 2, sync: Callable | None = None
+) -> tuple[list[float], list[float]]:
+    """Wall and thread-CPU times (ms) of `repeats` calls after `warmup` calls.
+
+    On a shared machine the wall time includes time spent waiting for a core; the CPU time of
+    the calling thread does not (for one-thread work it is close to the idle-machine latency).
+    `sync` (e.g. torch.cuda.synchronize) runs inside each timed call, after fn.
+    """
+    for _ in range(warmup):
+        fn()
+    if sync is not None:
+        sync()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        fn()
+        if sync is not None:
+            sync()
+        cpu.append((time.thread_time() - c0) * 1e3)
+        wall.append((time.perf_counter() - t0) * 1e3)
+    return wall, cpu
+
+
+def policy_from_config(
+    config: str, overrides: tuple[str, ...] = (), dims: dict | None = None, device="cpu"
+):
+    """(policy, cfg) from a config file (a name in configs/ or a path) with synthetic `dims`
+    (default `DIMS`), freshly initialized, in training mode, on `device`."""
+    from diffpolicy.config import load_config
+    from diffpolicy.policies import make_policy
+
+    path = CONFIGS / config if (CONFIGS / config).is_file() else Path(config)
+    cfg = dataclasses.replace(load_config(path, overrides), dims=dict(dims or DIMS))
+    return make_policy(cfg).to(device), cfg
+
+
+def random_obs(cfg, batch: int, device="cpu") -> dict:
+    """Random observations for a policy of `cfg`: obs (B, To, Do) and goal (B, G) if any."""
+    import torch
+
+    d = cfg.dims
+    obs = {"obs": torch.randn(batch, cfg.data.n_obs_steps, d["obs_dim"], device=device)}
+    if d.get("goal_dim"):
+        obs["goal"] = torch.randn(batch, d["goal_dim"], device=device)
+    return obs
+
+
+def synthetic_windows(cfg, n: int, device="cpu") -> dict:
+    """`n` random training windows shaped like diffpolicy.train's (obs, goal, action, mask)."""
+    import torch
+
+    data = random_obs(cfg, n, device)
+    data["action"] = torch.randn(n, cfg.data.horizon, cfg.dims["action_dim"], device=device)
+    data["action_mask"] = torch.ones(n, cfg.data.horizon, dtype=torch.bool, device=device)
+    return data
+
+
+def sampling_path(policy, sampling, device) -> str:
+    """Which path `predict_action_chunk` takes, as diffpolicy/fastpath.py decides it: "graph"
+    (a CUDA graph), "jit" (a frozen trace of the UNet body on CPU) or "eager"; a label only."""
+    fast = getattr(policy, "fast", None)
+    guided = policy.cfg.policy.condition != "none" and sampling.guidance not in (0.0, 1.0)
+    if fast is None or not sampling.compiled or guided:
+        return "eager"
+    if str(device).startswith("cuda"):
+        return "graph" if sampling.sampler != "ddpm" else "eager"
+    return "jit" if fast.traceable and not policy.training else "eager"
+
+
+def latency_row(policy, cfg, label: str, threads: int, batch: int, sampling, reps: int) -> dict:
+    """Median / p95 latency (ms) of `policy.predict_action_chunk(obs, sampling)` on random
+    observations of batch `batch` with `threads` torch threads (CPU time at one thread)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    device = next(policy.parameters()).device
+    obs = random_obs(cfg, batch, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    wall, cpu = time_call(lambda: policy.predict_action_chunk(obs, sampling), reps, 1, sync)
+    row = {
+        "config": label,
+        "threads": threads,
+        "batch": batch,
+        "sampler": sampling.sampler,
+        "steps": sampling.steps,
+        "path": sampling_path(policy, sampling, device),
+        "median_ms": statistics.median(wall),
+        "p95_ms": float(np.percentile(wall, 95)),
+        "cpu_median_ms": statistics.median(cpu) if threads == 1 else None,
+        "repeats": reps,
+    }
+    print(
+        f"latency {label} t={threads} b={batch} {sampling.sampler}-{sampling.steps} "
+        f"{row['path']}: {row['median_ms']:.2f} ms (p95 {row['p95_ms']:.2f}, "
+        f"cpu {row['cpu_median_ms']})",
+        flush=True,
+    )
+    return row
+
+
+class LibraryTrainStep:
+    """One call = one step of diffpolicy.train's loop on `data` (e.g. `synthetic_windows`):
+    the batch gather (`batch_indices`, `take`), then `train_step` (loss, backward, clip, AdamW
+    with `make_optimizer`'s weight-decay split, EMA) at the schedule's LR and EMA decay.
+
+    `seconds` accumulates the wall time of the two parts ("data", "train_step"); on CUDA they
+    run asynchronously, so there only the total of a synchronized call is meaningful.
+    """
+
+    def __init__(self, policy, cfg, data: dict, batch_size: int | None = None, autocast=None):
+        from diffpolicy.train import PolicyLoss, make_optimizer
+
+        self.policy, self.cfg, self.data, self.autocast = policy.train(), cfg, data, autocast
+        self.device = data["obs"].device
+        self.ema = copy.deepcopy(policy).requires_grad_(False).eval()
+        self.optimizer = make_optimizer(policy, cfg, self.device)
+        self.loss_fn = PolicyLoss(policy)
+        self.batch_size = batch_size or cfg.train.batch_size
+        self.step, self.seconds = 0, {"data": 0.0, "train_step": 0.0}
+
+    def __call__(self):
+        from diffpolicy.train import batch_indices, ema_decay, lr_at, take, train_step
+
+        cfg, s = self.cfg, self.step
+        t0 = time.perf_counter()
+        idx = batch_indices(s, len(self.data["obs"]), self.batch_size, cfg.train.seed, 0, 1)
+        batch = take(self.data, idx.to(self.device))
+        t1 = time.perf_counter()
+        loss = train_step(
+            self.loss_fn, batch, self.policy, self.ema, self.optimizer, lr_at(s, cfg),
+            ema_decay(s, cfg), cfg.train.grad_clip, self.autocast,
+        )  # fmt: skip
+        self.seconds["data"] += t1 - t0
+        self.seconds["train_step"] += time.perf_counter() - t1
+        self.step += 1
+        return loss
+
+    def shares(self) -> dict:
+        total = sum(self.seconds.values()) or 1.0
+        return {k: round(v / total, 4) for k, v in self.seconds.items()}
+
+    def reset_times(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+
+
+# ------------------------------------------------------------------------------- benchmarks
+
+
 def bench_collect(quick: bool, reach_episodes: int = 200, other_episodes: int = 50) -> list[dict]:
     """Expert episodes per second with 1 and 2 workers, per task (200 ReachAround demos: the
     foundation target is <= 60 s with 2 workers)."""
@@ -68,48 +345,13 @@ def bench_collect(quick: bool, reach_episodes: int = 200, other_episodes: int = 
                     "env_id": env_id,
                     "workers": workers,
                     "episodes": n,
+                    "tried": stats.tried,
                     "seconds": stats.seconds,
                     "episodes_per_s": stats.episodes_per_s,
                 }
             )
             print(f"collect {env_id} workers={workers}: {stats.episodes_per_s:.1f} ep/s")
     return rows
-
-
-def _policy(config: str, overrides: tuple[str, ...] = (), dims: dict | None = None):
-    from diffpolicy.config import load_config
-    from diffpolicy.policies import make_policy
-
-    cfg = load_config(ROOT / "configs" / config, overrides)
-    cfg.dims = dims or {"obs_dim": 4, "action_dim": 2, "goal_dim": 2, "num_modes": 2, "lang_dim": 0}
-    return make_policy(cfg), cfg
-
-
-def _obs(cfg, batch: int):
-    import torch
-
-    d = cfg.dims
-    obs = {"obs": torch.randn(batch, cfg.data.n_obs_steps, d["obs_dim"])}
-    if d.get("goal_dim"):
-        obs["goal"] = torch.randn(batch, d["goal_dim"])
-    return obs
-
-
-def time_call(fn, repeats: int, warmup: int = 2) -> tuple[list[float], list[float]]:
-    """Wall and thread-CPU times (ms) of `repeats` calls after `warmup` calls.
-
-    On a shared machine the wall time includes time spent waiting for a core; the CPU time of
-    the calling thread does not (for one-thread work it is close to the idle-machine latency).
-    """
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.thread_time()
-        fn()
-        cpu.append((time.thread_time() - c0) * 1e3)
-        wall.append((time.perf_counter() - t0) * 1e3)
-    return wall, cpu
 
 
 # the fast setting: DPM-Solver++(2M) with 8 steps keeps ReachAround-v0 success >= 0.95,
@@ -121,35 +363,11 @@ SAMPLERS = (("ddpm", 100), ("ddim", 10), ("ddim", 16), ("dpmpp", 10), FAST, ("dp
 STUDENT_STEPS = (1, 2)
 
 
-def _latency_row(policy, cfg, config, n_threads, batch, sampler, steps, reps, jit=True) -> dict:
-    import torch
+def student_overrides() -> tuple[str, ...]:
+    """Config overrides that make a policy a few-step student (diffpolicy/distill.py)."""
+    from diffpolicy.distill import STUDENT_POLICY
 
-    torch.set_num_threads(n_threads)
-    default_jit = policy.jit
-    policy.jit = jit and default_jit  # the policy's own choice unless eager is asked for
-    obs = _obs(cfg, batch)
-    wall, cpu = time_call(
-        lambda: policy.predict_action_chunk(obs, sampler=sampler, steps=steps), reps, warmup=1
-    )
-    jit, policy.jit = policy.jit, default_jit
-    row = {
-        "config": config,
-        "threads": n_threads,
-        "batch": batch,
-        "sampler": sampler,
-        "steps": steps,
-        "path": "jit" if jit else "eager",
-        "median_ms": statistics.median(wall),
-        "p95_ms": float(np.percentile(wall, 95)),
-        "cpu_median_ms": statistics.median(cpu) if n_threads == 1 else None,
-        "repeats": reps,
-    }
-    print(
-        f"latency {config} t={n_threads} b={batch} {sampler}-{steps} {row['path']}: "
-        f"{row['median_ms']:.2f} ms (p95 {row['p95_ms']:.2f}, cpu {row['cpu_median_ms']})",
-        flush=True,
-    )
-    return row
+    return tuple(f"policy.{k}={v}" for k, v in STUDENT_POLICY.items())
 
 
 def matmul_gflops() -> float:
@@ -166,16 +384,19 @@ def matmul_gflops() -> float:
 def bench_latency(quick: bool) -> dict:
     """Action-chunk latency (median, p95) per config, sampler, steps, batch and thread count.
 
-    Default config: every sampler at batch 1 and 32, 1 and all threads, plus the eager (no
-    TorchScript) body at batch 1 for an in-run ratio. A distilled student of the default
-    config (config "student": x0 prediction, trailing DDIM) with 1 and 2 steps. Published
-    config: DDPM-100 as published (batch 1), DDIM-10 and the fast setting.
+    Default config: every sampler at batch 1 and 32, 1 and all threads, plus the eager
+    (`Sampling(compiled=False)`: no TorchScript trace) call at batch 1 for an in-run ratio. A
+    distilled student of the default config (config "student": x0 prediction, trailing DDIM)
+    with 1 and 2 steps. Published config: DDPM-100 as published (batch 1), DDIM-10 and the fast
+    setting.
     """
+    from diffpolicy.config import Sampling
+
     threads = sorted({1, os.cpu_count() or 1})
     reps = 5 if quick else 21
     gflops_before = matmul_gflops()
     rows = []
-    policy, cfg = _policy("reach_around.yaml")
+    policy, cfg = policy_from_config("reach_around.yaml")
     policy.eval()
     for n_threads in threads:
         for batch in (1, 32):
@@ -185,49 +406,29 @@ def bench_latency(quick: bool) -> dict:
                 if n_threads > 1 and sampler == "ddpm":
                     continue  # 2 threads on a shared 2-core machine: minutes per row
                 r = min(r, 3) if n_threads > 1 else r
-                rows.append(
-                    _latency_row(
-                        policy, cfg, "reach_around.yaml", n_threads, batch, sampler, steps, r
-                    )
-                )
+                s = Sampling(sampler, steps)
+                rows.append(latency_row(policy, cfg, "reach_around.yaml", n_threads, batch, s, r))
     for sampler, steps in (("ddim", 10), FAST):
-        rows.append(
-            _latency_row(policy, cfg, "reach_around.yaml", 1, 1, sampler, steps, reps, jit=False)
-        )
-    from diffpolicy.distill import STUDENT_POLICY
-
-    student, cfg = _policy(
-        "reach_around.yaml", tuple(f"policy.{k}={v}" for k, v in STUDENT_POLICY.items())
-    )
+        s = Sampling(sampler, steps, compiled=False)
+        rows.append(latency_row(policy, cfg, "reach_around.yaml", 1, 1, s, reps))
+    student, cfg = policy_from_config("reach_around.yaml", student_overrides())
     student.eval()
     for n_threads in threads:
         for batch in (1, 32):
             for steps in STUDENT_STEPS:
                 r = reps if n_threads == 1 else 7
-                rows.append(
-                    _latency_row(student, cfg, "student", n_threads, batch, "ddim", steps, r)
-                )
-    policy, cfg = _policy("published_lowdim.yaml")
+                s = Sampling("ddim", steps)
+                rows.append(latency_row(student, cfg, "student", n_threads, batch, s, r))
+    policy, cfg = policy_from_config("published_lowdim.yaml")
     policy.eval()
     for n_threads in threads:
         if not quick and n_threads == 1:  # ~10 s per call; 2 threads on a shared machine: x5
-            rows.append(
-                _latency_row(policy, cfg, "published_lowdim.yaml", n_threads, 1, "ddpm", 100, 2)
-            )
-        for batch in (1,):  # batch 32 of the 65.8M model: minutes per row on 2 cores
-            for sampler, steps in (("ddim", 10), FAST):
-                rows.append(
-                    _latency_row(
-                        policy,
-                        cfg,
-                        "published_lowdim.yaml",
-                        n_threads,
-                        batch,
-                        sampler,
-                        steps,
-                        3 if batch > 1 or n_threads > 1 else 5,
-                    )
-                )
+            s = Sampling("ddpm", 100)
+            rows.append(latency_row(policy, cfg, "published_lowdim.yaml", n_threads, 1, s, 2))
+        # batch 1 only: batch 32 of the 65.8M model takes minutes per row on 2 cores
+        for sampler, steps in (("ddim", 10), FAST):
+            s, r = Sampling(sampler, steps), 3 if n_threads > 1 else 5
+            rows.append(latency_row(policy, cfg, "published_lowdim.yaml", n_threads, 1, s, r))
 
     def find(config, sampler, steps, path=None):
         for r in rows:
@@ -264,55 +465,22 @@ def bench_latency(quick: bool) -> dict:
 
 
 def bench_train(quick: bool) -> list[dict]:
-    """Training throughput (samples/s) per config and thread count, and the share of step time
-    of each part of diffpolicy.train's loop (batch gather, forward+backward, clip, AdamW, EMA),
-    on in-RAM synthetic windows."""
-    import copy
-
+    """Training throughput (samples/s) of the library's training step (`LibraryTrainStep`) per
+    config and thread count, on in-RAM synthetic windows, with the share of step time spent
+    gathering the batch ("data") and in `diffpolicy.train.train_step` ("train_step")."""
     import torch
-
-    from diffpolicy.train import batch_indices, ema_decay, take
 
     rows = []
     for config in ("reach_around.yaml", "published_lowdim.yaml"):
-        policy, cfg = _policy(config)
-        ema = copy.deepcopy(policy).requires_grad_(False).eval()
-        opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
-        B, Tp, N = cfg.train.batch_size, cfg.data.horizon, 20_000
-        data = _obs(cfg, N)
-        data["action"] = torch.randn(N, Tp, 2)
-        data["action_mask"] = torch.ones(N, Tp, dtype=torch.bool)
-        parts = {"data": 0.0, "forward_backward": 0.0, "clip": 0.0, "optimizer": 0.0, "ema": 0.0}
-        counter = [0]
-
-        def step():
-            t = [time.perf_counter()]
-            batch = take(data, batch_indices(counter[0], N, B, 0, 0, 1))  # noqa: B023
-            t.append(time.perf_counter())
-            loss = policy.compute_loss(batch)  # noqa: B023
-            opt.zero_grad(set_to_none=True)  # noqa: B023
-            loss.backward()
-            t.append(time.perf_counter())
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)  # noqa: B023
-            t.append(time.perf_counter())
-            opt.step()  # noqa: B023
-            t.append(time.perf_counter())
-            with torch.no_grad():
-                d = ema_decay(counter[0], cfg)  # noqa: B023
-                torch._foreach_lerp_(list(ema.parameters()), list(policy.parameters()), 1 - d)  # noqa: B023
-            t.append(time.perf_counter())
-            for k, a, b in zip(parts, t, t[1:]):  # noqa: B023
-                parts[k] += b - a  # noqa: B023
-            counter[0] += 1  # noqa: B023
-
+        policy, cfg = policy_from_config(config)
+        step = LibraryTrainStep(policy, cfg, synthetic_windows(cfg, 20_000))
         for n_threads in sorted({1, os.cpu_count() or 1}):
             torch.set_num_threads(n_threads)
             step()  # warm-up
-            for k in parts:
-                parts[k] = 0.0
+            step.reset_times()
             ms, _ = time_call(step, 2 if quick else 3, warmup=0)
             med = statistics.median(ms)
-            total = sum(parts.values())
+            B = step.batch_size
             rows.append(
                 {
                     "config": config,
@@ -320,7 +488,8 @@ def bench_train(quick: bool) -> list[dict]:
                     "batch": B,
                     "step_ms": med,
                     "samples_per_s": B / med * 1e3,
-                    "share": {k: round(v / total, 4) for k, v in parts.items()},
+                    "share": step.shares(),
+                    "step": "diffpolicy.train.train_step, optimizer from make_optimizer",
                     "logging": "loss.item() every log_every steps only: not timed",
                 }
             )
@@ -333,9 +502,10 @@ def bench_train(quick: bool) -> list[dict]:
 
 
 def run_bench(quick: bool = False, only: tuple[str, ...] = ()) -> dict:
-    """Run the selected benchmarks; returns the JSON-ready result."""
+    """Run the selected benchmarks; returns the JSON-ready result (`write_result` attaches
+    the machine)."""
     parts = {"collect": bench_collect, "latency": bench_latency, "train": bench_train}
-    result = {"machine": machine(), "quick": quick}
+    result: dict = {"quick": quick}
     for name, fn in parts.items():
         if only and name not in only:
             continue

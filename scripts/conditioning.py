@@ -1,100 +1,78 @@
-"""Conditioning benchmark: commanded-mode accuracy, success under command, and the unconditional
-branch of the same guided model, for trained mode / language runs of one task.
+"""README's steering table: commanded-mode accuracy, success under command and the unconditional
+branch of trained mode / language runs of one task (conditioning.json under TASK, others kept).
 
-    diffpolicy train configs/reach_around_mode.yaml --dataset data/reach_around.hdf5 \\
-        --out runs/cond/ra_mode train.threads=1
-    diffpolicy train configs/reach_around_lang.yaml --dataset data/reach_around.hdf5 \\
-        --out runs/cond/ra_lang train.threads=1
-    python benchmarks/conditioning.py reach_around --mode-run runs/cond/ra_mode \\
-        --lang-run runs/cond/ra_lang --episodes 200
-
-Each evaluation goes into benchmarks/results/conditioning.json under the task's name (other
-tasks' entries are kept), with the machine, the run's training budget and the settings.
-"""
-
-from __future__ import annotations
+    python scripts/conditioning.py reach_around --mode-run RUN --lang-run RUN --guided 1.5
+    python scripts/conditioning.py --print-only     # the table from results/conditioning.json"""
 
 import argparse
-import json
-import os
-import platform
-from pathlib import Path
 
-import torch
-from common import train_budget
-
+from diffpolicy.bench import RESULTS, markdown_table, read_result, train_budget, write_result
 from diffpolicy.checkpoint import load_run_config
-from diffpolicy.evaluate import evaluate_run, write_json
+from diffpolicy.evaluate import evaluate_run
 
-KEEP = (
-    "episodes", "guidance", "command", "action_steps", "success_rate", "success_rate_ci95",
-    "collision_rate",
-    "commanded_mode_accuracy", "commanded_mode_accuracy_ci95", "commanded_mode_accuracy_per_mode",
-    "commanded_mode_accuracy_per_instruction", "commanded_success_rate", "mode_probs",
-    "normalized_entropy", "normalized_entropy_ci95", "modes_covered", "interpolation_rate",
-    "chunk_latency_ms", "seconds",
-)  # fmt: skip
+EVALS = {  # entry -> (run, evaluate_run kwargs); with --guided G also ENTRY_wG for the commands
+    "mode_all": ("mode", {"mode": "all"}),
+    "mode_unconditional": ("mode", {"guidance": 0.0}),
+    "lang_train_templates": ("lang", {"instructions": "train"}),
+    "lang_heldout_templates": ("lang", {"instructions": "heldout"}),
+    "lang_unconditional": ("lang", {"guidance": 0.0}),
+}
+SETTINGS = ("condition", "cond_dropout", "language_grounding")  # of each run, kept with it
+UNCOND = ("mode_unconditional", "lang_unconditional")
 
 
-def training_budget(run: str, trained_on: str | None) -> dict:
-    """train_budget plus the conditioning settings of the run."""
-    cfg = load_run_config(run)
-    p = cfg.policy
-    return train_budget(run, trained_on) | {
-        "config": {
-            "condition": p.condition,
-            "cond_dropout": p.cond_dropout,
-            "cond_embed_dim": cfg.model.cond_embed_dim,
-            "language_grounding": p.language_grounding,
-            "language_model": (p.language_model or "packaged all-MiniLM-L6-v2")
-            if p.condition == "language"
-            else None,
-        }
-    }
+def pick(e: dict, name: str, guided: bool) -> dict | None:  # NAME, or NAME_wG if `guided`
+    names = sorted(k for k in e if k == name or (guided and k.startswith(f"{name}_w")))
+    return e[names[-1]] if names else None
+
+
+def accuracy(r: dict | None) -> str:
+    w = "" if r is None or r["guidance"] == 1 else f" (w {r['guidance']:g})"
+    return "not trained" if r is None else f"{r['commanded_mode_accuracy']:.3f}{w}"
+
+
+def table(results: dict) -> str:  # mode ids at w 1, instructions guided where evaluated so
+    rows, success = [], []
+    for task, e in [(k, e) for k, e in results.items() if isinstance(e, dict) and "mode_all" in e]:
+        cells = [pick(e, "mode_all", False)]
+        cells += [pick(e, f"lang_{s}_templates", True) for s in ("train", "heldout")]
+        success += [r["commanded_success_rate"] for r in cells if r]
+        uncond = [e[k]["normalized_entropy"] for k in UNCOND if k in e]
+        n = len(e["mode_all"]["mode_probs"])
+        name = e["mode_all"].get("env_id") or "".join(map(str.title, task.split("_"))) + "-v0"
+        name = name.split("/")[-1] + (f" ({n} routes)" if n > 2 else "")
+        rows.append([name, *map(accuracy, cells), " / ".join(f"{x:.3f}" for x in uncond)])
+    head = ["task", "mode ids", "train instructions", "held-out paraphrases"]
+    note = f"success under command: {min(success, default=float('nan')):.3f} or higher"
+    return markdown_table([*head, "unconditional entropy"], rows) + "\n\n" + note
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("task", help="key in the results file, e.g. reach_around")
+    p.add_argument("task", nargs="?", help="key in the results file, e.g. reach_around")
     p.add_argument("--mode-run")
     p.add_argument("--lang-run")
     p.add_argument("--episodes", type=int, default=200)
-    p.add_argument("--envs", type=int, default=8)
     p.add_argument("--action-steps", type=int, help="Ta at evaluation (default: the run's)")
     p.add_argument("--guided", type=float, default=0.0, help="also evaluate commands at this scale")
-    p.add_argument("--json", default="benchmarks/results/conditioning.json")
     p.add_argument("--trained-on", metavar="TEXT", help="where the runs were trained, e.g. a GPU")
+    p.add_argument("--results", default=str(RESULTS), help="directory of the results file")
+    p.add_argument("--print-only", action="store_true", help="print the table, run nothing")
     a = p.parse_args()
-    plan = []  # (run, name, evaluate_run kwargs)
-    if a.mode_run:
-        plan += [(a.mode_run, "mode_all", {"mode": "all"})]
-        plan += [(a.mode_run, "mode_unconditional", {"guidance": 0.0})]
-        if a.guided:
-            plan += [(a.mode_run, f"mode_all_w{a.guided:g}", {"mode": "all", "guidance": a.guided})]
-    if a.lang_run:
-        plan += [(a.lang_run, "lang_train_templates", {"instructions": "train"})]
-        plan += [(a.lang_run, "lang_heldout_templates", {"instructions": "heldout"})]
-        plan += [(a.lang_run, "lang_unconditional", {"guidance": 0.0})]
-        if a.guided:
-            for split in ("train", "heldout"):
-                kw = {"instructions": split, "guidance": a.guided}
-                plan += [(a.lang_run, f"lang_{split}_templates_w{a.guided:g}", kw)]
-    out = Path(a.json)
-    results = json.loads(out.read_text()) if out.is_file() else {}
-    results["machine"] = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "note": "evaluation on CPU, 2 cores shared with other jobs; one torch thread per process",
-    }
-    task = results.setdefault(a.task, {})
-    for run, name, kw in plan:
-        r = evaluate_run(
-            run, a.episodes, n_envs=a.envs, progress=False, action_steps=a.action_steps, **kw
-        )
-        task[name] = {k: r.get(k) for k in KEEP} | {"train": training_budget(run, a.trained_on)}
-        print(f"{a.task}/{name}: " + json.dumps({k: task[name][k] for k in KEEP[:7]}))
-        write_json(out, results)
+    runs = {"mode": a.mode_run, "lang": a.lang_run}
+    todo = [(runs[k], name, kw) for name, (k, kw) in EVALS.items() if runs[k] and not a.print_only]
+    g, w = {"guidance": a.guided}, f"_w{a.guided:g}"
+    todo += [(r, n + w, kw | g) for r, n, kw in todo if a.guided and "unconditional" not in n]
+    if todo and not a.task:
+        p.error("TASK is needed to evaluate (or --print-only)")
+    results = read_result("conditioning", a.results)
+    for run, name, kw in todo:
+        kw = kw | {"action_steps": a.action_steps, "progress": False}
+        r = {k: v for k, v in evaluate_run(run, a.episodes, **kw).items() if k != "records"}
+        c = {"config": {k: getattr(load_run_config(run).policy, k) for k in SETTINGS}}
+        results.setdefault(a.task, {})[name] = r | {"train": train_budget(run, a.trained_on) | c}
+        write_result("conditioning", results, a.results)  # after each evaluation
+    print(table(read_result("conditioning", a.results)))
 
 
 if __name__ == "__main__":

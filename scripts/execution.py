@@ -1,0 +1,62 @@
+"""README's execution table: samplers and delay strategies side by side on one trained run.
+
+    python scripts/execution.py RUN_DIR [--student RUN] [--episodes 200] [--seed 7000]
+    python scripts/execution.py --print-only       # the table from results/execution.json
+
+Each row is one evaluation of RUN_DIR (200 episodes, one seed) with another sampler, or with a
+simulated inference delay D executed naively or with real-time chunking: success, entropy, TV,
+interpolation, path roughness relative to the demos', chunk-boundary jump relative to the
+within-chunk step, mode-switch rate and chunk latency (batch of the re-planning slots, one
+thread). Choices (samplers, D) are made on another seed than the one reported (`--seed`).
+"""
+
+import argparse
+
+from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.evaluate import evaluate_run
+
+ROWS = (  # (label, evaluate_run keyword arguments)
+    ("DDPM-100", {"sampler": "ddpm", "steps": 100}),
+    ("DDIM-16", {"sampler": "ddim", "steps": 16}),
+    ("DPM-Solver++ 8 (default)", {}),
+    ("DPM-Solver++ 8, D=2 naive", {"delay": 2}),
+    ("DPM-Solver++ 8, D=2 real-time chunking", {"delay": 2, "rtc": True}),
+    ("DPM-Solver++ 8, D=0 real-time chunking", {"rtc": True}),
+)
+KEYS = (
+    "success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
+    "path_roughness_rel_demos", "action_roughness_rel_demos", "boundary_jump_ratio",
+    "mode_switch_rate", "chunk_latency_ms", "success_rate_ci95", "path_roughness_rel_demos_ci95",
+    "boundary_jump_ratio_ci95", "sampler", "steps", "action_steps", "delay", "rtc", "seed",
+    "episodes", "mean_batch_size",
+)  # fmt: skip
+HEAD = ["setting", "success", "entropy", "TV", "interp.", "path rough. / demos",
+        "action rough. / demos", "boundary jump", "mode switch", "latency ms"]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", nargs="?")
+    ap.add_argument("--student", help="a distilled student of RUN: one more row")
+    ap.add_argument("--episodes", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7000, help="report seed (not used for choices)")
+    ap.add_argument("--envs", type=int, default=8)
+    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--print-only", action="store_true")
+    args = ap.parse_args()
+    if not args.print_only:
+        rows = [(label, args.run, kw) for label, kw in ROWS]
+        if args.student:
+            rows.append(("2-step student", args.student, {}))
+        results = {}
+        for label, run, kw in rows:
+            r = evaluate_run(run, args.episodes, n_envs=args.envs, seed=args.seed, **kw)
+            results[label] = {k: r.get(k) for k in KEYS} | {"run_dir": run}
+            print(label, {k: results[label][k] for k in KEYS[:9]}, flush=True)
+        write_result("execution", {"episodes": args.episodes, "rows": results}, args.results)
+    rows = read_result("execution", args.results)["rows"]
+    print(markdown_table(HEAD, [[k, *(v[m] for m in KEYS[:9])] for k, v in rows.items()]))
+
+
+if __name__ == "__main__":
+    main()
