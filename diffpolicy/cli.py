@@ -15,9 +15,15 @@ from diffpolicy.errors import UserError
 from diffpolicy.files import check_output, check_output_dir, write_json, writer_lock
 
 
+def _one_line(text) -> str:
+    """`text` with line breaks and other unprintable characters escaped (a path may hold
+    them; h5py's texts do): an error is always exactly one line."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's own convention)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
 
 
 def _nonneg_int(text: str) -> int:
@@ -105,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--action-steps",
         type=_pos_int,
         help="actions executed per chunk before re-planning (Ta; sets control.n_action_steps)",
+    )
+    e.add_argument(
+        "--delay",
+        type=_nonneg_int,
+        help="simulated inference delay D in control steps, 0..Ta (sets control.delay)",
+    )
+    e.add_argument(
+        "--rtc",
+        action="store_const",
+        const=True,
+        help="real-time chunking: inpaint each chunk to the committed actions (control.rtc)",
     )
     e.add_argument("--seed", type=_nonneg_int)
 
@@ -268,6 +285,8 @@ def cmd_eval(a) -> int:
         seed=a.seed,
         report_dir=a.report,
         action_steps=a.action_steps,
+        delay=a.delay,
+        rtc=a.rtc,
     )
     print(comparison_table({result["policy_type"]: result}))
     if result["commanded_mode_accuracy"] is not None:
@@ -332,11 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"diffpolicy {args.command}: error: {e}", file=sys.stderr)
+        print(f"diffpolicy {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a vanished directory: what happened, in one line
         where = f": {e.filename}" if e.filename else ""
-        print(f"diffpolicy {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        text = _one_line(f"{e.strerror or e}{where}")
+        print(f"diffpolicy {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"diffpolicy {args.command}: interrupted", file=sys.stderr)

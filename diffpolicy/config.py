@@ -158,6 +158,12 @@ class ControlConfig:
     `eval --action-steps`)."""
     temporal_ensemble: float = 0.0
     """0 = receding horizon; > 0 = exponential weight of older chunks when ensembling."""
+    delay: int = 0
+    """D: simulated inference delay in control steps: the env executes D committed actions of
+    the previous chunk while the next one is computed (`eval --delay`; 0 <= D <= Ta)."""
+    rtc: bool = False
+    """Real-time chunking: inpaint each new chunk to the committed actions and guide it towards
+    the previous chunk over their overlap (diffusion policies; `eval --rtc`)."""
 
 
 @dataclass
@@ -331,6 +337,24 @@ def validate(cfg: Config) -> Config:
     need(
         ctl.temporal_ensemble >= 0,
         f"control.temporal_ensemble={ctl.temporal_ensemble} must be >= 0",
+    )
+    need(
+        0 <= ctl.delay <= ctl.n_action_steps,
+        f"control.delay={ctl.delay} must be in [0, control.n_action_steps={ctl.n_action_steps}]",
+    )
+    need(
+        ctl.delay + ctl.n_action_steps <= d.horizon - d.n_obs_steps + 1,
+        f"control.delay + control.n_action_steps = {ctl.delay + ctl.n_action_steps} must be <= "
+        f"data.horizon - data.n_obs_steps + 1 = {d.horizon - d.n_obs_steps + 1}",
+    )
+    need(
+        not (ctl.temporal_ensemble > 0 and (ctl.delay or ctl.rtc)),
+        "control.temporal_ensemble re-plans every step: it takes no control.delay or control.rtc",
+    )
+    need(
+        not ctl.rtc or p.type == "diffusion",
+        f"control.rtc=true needs a diffusion policy (real-time chunking inpaints the sampler); "
+        f"this one is {p.type}",
     )
     return cfg
 

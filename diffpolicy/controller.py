@@ -5,10 +5,22 @@ empty it asks the policy for a chunk (B, Tp, A) -- all slots that need one in th
 and queues `pred[:, To-1 : To-1+Ta]`. With temporal ensembling (ACT-style) it re-plans every
 step and executes the weighted mean of every stored chunk's prediction for the current step,
 weights exp(-m * age) with m = `control.temporal_ensemble`.
+
+Inference delay (`control.delay` = D, as on a robot that keeps moving while the next chunk is
+computed): a slot re-plans when D actions are left in its queue, from the observation of that
+moment; the env executes those D committed actions, then the new chunk from index D on,
+`pred[:, To-1+D : To-1+D+Ta]` (the first chunk of an episode is computed before it starts).
+Naive execution ignores that the committed actions and the new chunk need not join up.
+Real-time chunking (`control.rtc`, Black et al. 2025, here for the project's samplers): the new
+chunk is inpainted at every reverse step (`DiffusionPolicy.prefix_guide`): the entries that
+overlap actions already executed or committed are fixed to them (weight 1), the rest of the
+overlap with the previous chunk is pulled towards it with weights decaying along the horizon,
+and the entries past the previous chunk are free. Training-free; no extra UNet calls.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -16,6 +28,7 @@ import numpy as np
 import torch
 
 from diffpolicy.config import Config, Sampling
+from diffpolicy.errors import UserError
 
 
 class RecedingHorizonController:
@@ -33,11 +46,17 @@ class RecedingHorizonController:
         self.policy, self.cfg = policy, cfg
         self.To, self.Tp = cfg.data.n_obs_steps, cfg.data.horizon
         self.Ta, self.m = cfg.control.n_action_steps, cfg.control.temporal_ensemble
+        self.D, self.rtc = cfg.control.delay, cfg.control.rtc
+        self.rtc_weights = rtc_weights(self.Tp, self.To, self.Ta, self.D)  # (Tp,)
         self.sampling = Sampling.of(cfg.policy)
         self.device = next(iter(policy.buffers())).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.history: list[deque] = [deque(maxlen=self.To) for _ in range(n_slots)]
-        self.queue: list[deque] = [deque() for _ in range(n_slots)]
+        self.queue: list[deque] = [deque() for _ in range(n_slots)]  # (chunk id, (A,) action)
+        self.previous: list[np.ndarray | None] = [None] * n_slots  # last chunk (Tp, A)
+        self.plans = [0] * n_slots  # chunks planned this episode
+        self.executing = [-1] * n_slots  # chunk id of the action executed last
+        self.boundary = [False] * n_slots  # the last action began a new chunk
         self.chunks: list[list] = [[] for _ in range(n_slots)]  # ensembling: (t0, chunk)
         self.t = [0] * n_slots
         self.condition: list[dict] = [{} for _ in range(n_slots)]
@@ -48,14 +67,29 @@ class RecedingHorizonController:
         """Start a new episode in `slot`; `condition`: {"mode": int} or {"lang": (E,) array}."""
         self.history[slot].clear()
         self.queue[slot].clear()
+        self.previous[slot], self.plans[slot], self.executing[slot] = None, 0, -1
         self.chunks[slot].clear()
         self.t[slot] = 0
         self.condition[slot] = condition or {}
 
     def _features(self, obs: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        d = self.cfg.data
+        d, dims = self.cfg.data, self.cfg.dims
+        keys = (*d.obs_keys, *((d.goal_key,) if d.goal_key else ()))
+        if any(k not in obs for k in keys):  # a run trained on another task's data
+            raise UserError(
+                f"{self.cfg.env_id} observations have keys {sorted(obs)}; "
+                f"the run needs {list(keys)}"
+            )
         x = np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in d.obs_keys])
         g = np.asarray(obs[d.goal_key], np.float32).reshape(-1) if d.goal_key else None
+        sizes = (len(x), len(g) if g is not None else 0)
+        trained = (dims.get("obs_dim") or sizes[0], dims.get("goal_dim", sizes[1]) or sizes[1])
+        if sizes != trained:
+            raise UserError(
+                f"{self.cfg.env_id} gives observations of size {sizes[0]} (goal {sizes[1]}); "
+                f"the run was trained on size {trained[0]} (goal {trained[1]}): data of another "
+                "task?"
+            )
         return x, g
 
     def _plan(self, slots: list[int], goals: dict[int, np.ndarray]) -> np.ndarray:
@@ -78,6 +112,8 @@ class RecedingHorizonController:
             dim = self.cfg.dims["lang_dim"]
             rows = [self.condition[s].get("lang", np.full(dim, np.nan, np.float32)) for s in slots]
             batch["lang"] = torch.from_numpy(np.stack(rows).astype(np.float32))
+        if self.rtc:
+            batch.update(self._prefix(slots))
         batch = {k: v.to(self.device) for k, v in batch.items()}
         t0 = time.perf_counter()
         chunk = self.policy.predict_action_chunk(batch, self.sampling, generator=self.generator)
@@ -97,28 +133,73 @@ class RecedingHorizonController:
             else:
                 self.history[s].append(x)
             goals[s] = g
-        need = [s for s in observations if self.m > 0 or not self.queue[s]]
+        need = [
+            s
+            for s in observations
+            if self.m > 0 or not self.queue[s] or len(self.queue[s]) == self.D
+        ]
         if need:
             chunks = self._plan(need, goals)
             for s, chunk in zip(need, chunks):
                 executable = chunk[self.To - 1 :]  # (Tp - To + 1, A): from the current step on
                 if self.m > 0:
                     self.chunks[s].append((self.t[s], executable))
-                else:
-                    self.queue[s].extend(executable[: self.Ta])
+                    continue
+                # the first chunk runs at once; later ones after the D committed actions
+                start = 0 if self.plans[s] == 0 else self.D
+                end = self.Ta + self.D
+                self.queue[s].extend((self.plans[s], a) for a in executable[start:end])
+                self.previous[s] = chunk
+                self.plans[s] += 1
         out = {}
         for s in observations:
             if self.m > 0:
                 out[s] = self._ensemble(s)
             else:
-                out[s] = self.queue[s].popleft()
+                chunk_id, out[s] = self.queue[s].popleft()
+                self.boundary[s] = chunk_id != self.executing[s] and self.executing[s] >= 0
+                self.executing[s] = chunk_id
             self.t[s] += 1
         return out
 
+    def _prefix(self, slots: list[int]) -> dict[str, torch.Tensor]:
+        """Inpainting targets of real-time chunking: the previous chunk shifted by Ta, so index
+        j of the new chunk faces index j + Ta of the old one, (B, Tp, A), and weights (B, Tp)
+        (zero where a slot has no previous chunk)."""
+        A = self.cfg.dims["action_dim"]
+        target = np.zeros((len(slots), self.Tp, A), np.float32)
+        weight = np.zeros((len(slots), self.Tp), np.float32)
+        for b, s in enumerate(slots):
+            if self.previous[s] is not None:
+                target[b, : self.Tp - self.Ta] = self.previous[s][self.Ta :]
+                weight[b] = self.rtc_weights
+        return {
+            "prefix_action": torch.from_numpy(target),
+            "prefix_weight": torch.from_numpy(weight),
+        }
+
     def _ensemble(self, s: int) -> np.ndarray:
+        """Weighted mean of every live chunk's action for this step (oldest weighs most)."""
         t = self.t[s]
         live = [(t0, c) for t0, c in self.chunks[s] if t - t0 < len(c)]
         self.chunks[s] = live
         preds = np.stack([c[t - t0] for t0, c in live])  # (n, A), oldest first
         w = np.exp(-self.m * np.arange(len(live)))
         return (w[:, None] * preds).sum(0) / w.sum()
+
+
+def rtc_weights(Tp: int, To: int, Ta: int, D: int) -> np.ndarray:
+    """(Tp,) inpainting weights of a new chunk against the previous one shifted by Ta.
+
+    Index j of the new chunk is step j - (To - 1) from now. Entries j < To - 1 + D face actions
+    already executed or committed: weight 1. The rest of the overlap, j < Tp - Ta, decays as in
+    real-time chunking, w = c (e^c - 1) / (e - 1) with c falling linearly from 1 to 0; entries
+    past the previous chunk are free (0).
+    """
+    w = np.zeros(Tp, np.float32)
+    frozen, overlap = min(To - 1 + D, Tp - Ta), Tp - Ta
+    w[:frozen] = 1.0
+    for j in range(frozen, overlap):
+        c = (overlap - j) / (overlap - frozen + 1)
+        w[j] = c * math.expm1(c) / math.expm1(1.0)
+    return w

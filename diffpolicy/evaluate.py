@@ -10,6 +10,8 @@ Definitions:
     commanded_mode_accuracy (null when unconditioned) overall, per mode and per instruction,
     commanded_success_rate (success among commanded episodes);
     chunk_latency_ms (mean over policy calls, with the mean batch size);
+    path_roughness, path_jerk, action_roughness (each also relative to the demos') and
+    boundary_jump_ratio (see `smoothness`);
     95% bootstrap intervals for every rate.
 """
 
@@ -45,6 +47,50 @@ def demo_mode_probs(demos) -> list[float] | None:
         return None
     counts = demos.mode_counts().astype(float)
     return (counts / max(counts.sum(), 1)).tolist()
+
+
+def demo_smoothness(demos) -> dict | None:
+    """Mean path roughness, path jerk and action roughness of the demonstrations, computed
+    exactly as for rollouts (ee path = the first two entries of `observation`)."""
+    if demos is None or not demos.episodes or "observation" not in demos.episodes[0].obs:
+        return None
+    path = [metrics.roughness(e.obs["observation"][:, :2]) for e in demos.episodes]
+    act = [metrics.roughness(e.actions)[0] for e in demos.episodes]
+    return {
+        "path_roughness": float(np.nanmean([p[0] for p in path])),
+        "path_jerk": float(np.nanmean([p[1] for p in path])),
+        "action_roughness": float(np.nanmean(act)),
+    }
+
+
+def smoothness(records: list[EpisodeRecord], demo: dict | None) -> dict:
+    """Trajectory quality next to the demos': per-episode path roughness (mean |second
+    difference| of the ee path), path jerk (mean squared third difference) and action roughness
+    (the same of the executed actions), each averaged with a 95% interval and as a ratio to the
+    demos' value; and the chunk-boundary jump: the mean step |a_t - a_t-1| into a new chunk
+    relative to the mean step within a chunk (1.0 = boundaries are invisible)."""
+    done = [r for r in records if len(r.actions) >= 4]
+    per = {
+        "path_roughness": [metrics.roughness(np.asarray(r.path))[0] for r in done],
+        "path_jerk": [metrics.roughness(np.asarray(r.path))[1] for r in done],
+        "action_roughness": [metrics.roughness(np.stack(r.actions))[0] for r in done],
+    }
+    out: dict = {}
+    for name, values in per.items():
+        v = np.asarray(values, dtype=float)
+        out[name] = float(v.mean()) if len(v) else None
+        out[f"{name}_ci95"] = list(metrics.bootstrap_ci(v)) if len(v) else None
+        ref = (demo or {}).get(name)
+        out[f"demo_{name}"] = ref
+        out[f"{name}_rel_demos"] = out[name] / ref if ref and out[name] is not None else None
+        if ref and len(v):
+            out[f"{name}_rel_demos_ci95"] = [x / ref for x in out[f"{name}_ci95"]]
+    jumps = np.array([metrics.step_jumps(np.stack(r.actions), r.boundaries) for r in done])
+    ratio = metrics.jump_ratio(jumps) if len(done) else math.nan
+    out["boundary_jump_ratio"] = None if math.isnan(ratio) else ratio
+    if out["boundary_jump_ratio"] is not None:
+        out["boundary_jump_ratio_ci95"] = list(metrics.bootstrap_ci(jumps, metrics.jump_ratio))
+    return out
 
 
 def aggregate(
@@ -146,6 +192,8 @@ def evaluate_run(
     progress: bool = True,
     instructions: str | None = None,
     action_steps: int | None = None,
+    delay: int | None = None,
+    rtc: bool | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
@@ -154,10 +202,11 @@ def evaluate_run(
         also sets the commanded mode.
     instructions: "train" | "heldout": episode i commands mode i % K with that split's templates
         of mode K in turn (language-conditioned runs), so commanded-mode accuracy is measured.
-    sampler, steps, guidance, action_steps: evaluation-time values of policy.sampler,
-        policy.num_inference_steps, policy.guidance and control.n_action_steps (Ta only shapes
-        the controller, so any 1 <= Ta <= Tp - To + 1 works without retraining); None keeps
-        the run's own. They are applied to the run's config and validated there.
+    sampler, steps, guidance, action_steps, delay, rtc: evaluation-time values of
+        policy.sampler, policy.num_inference_steps, policy.guidance, control.n_action_steps,
+        control.delay and control.rtc (the control keys only shape the controller, so any
+        1 <= Ta <= Tp - To + 1 works without retraining); None keeps the run's own. They are
+        applied to the run's config and validated there.
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
     import torch
@@ -179,6 +228,8 @@ def evaluate_run(
             "policy.num_inference_steps": steps,
             "policy.guidance": guidance,
             "control.n_action_steps": action_steps,
+            "control.delay": delay,
+            "control.rtc": rtc,
         },
     )
     policy, cfg = load_policy(run_dir, cfg=cfg)
@@ -198,6 +249,7 @@ def evaluate_run(
     result = aggregate(
         records, num_modes, demo_mode_probs(demos), stats["latency_ms"], stats["batch_sizes"]
     )
+    result.update(smoothness(records, demo_smoothness(demos)))
     result.update(
         run_dir=str(run_dir),
         env_id=cfg.env_id,
@@ -205,6 +257,8 @@ def evaluate_run(
         sampler=cfg.policy.sampler,
         steps=cfg.policy.num_inference_steps,
         action_steps=cfg.control.n_action_steps,
+        delay=cfg.control.delay,
+        rtc=cfg.control.rtc,
         seed=seed,
         guidance=cfg.policy.guidance,
         command=_describe_command(mode, instruction, instructions),

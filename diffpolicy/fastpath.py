@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from diffpolicy.config import Sampling
 from diffpolicy.models.unet1d import ConditionalUnet1D
-from diffpolicy.schedulers import NoiseSchedule, sample
+from diffpolicy.schedulers import NoiseSchedule, X0Guide, sample
 
 TRACE_MAX_PARAMS = 5_000_000
 """Largest UNet traced for CPU sampling (a frozen trace copies the weights)."""
@@ -59,10 +59,12 @@ class FastSampler:
         sampling: Sampling,
         generator: torch.Generator | None = None,
         return_x0: bool = False,
+        x0_guide: X0Guide | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """cond (B, Gc), x_T (B, Tp, A) -> normalized x_0 (B, Tp, A), unclipped (and the x0_hat
         trace (S, B, Tp, A) with `return_x0`). `sampling.guidance` is not applied here: the
-        caller passes the condition of the single pass it wants."""
+        caller passes the condition of the single pass it wants. A call with `x0_guide` (per-call
+        tensors) is not captured as a CUDA graph."""
         kw = dict(
             sampler=sampling.sampler,
             steps=sampling.steps,
@@ -71,7 +73,7 @@ class FastSampler:
             indexed=True,
         )
         timesteps = self.schedule.plan(sampling.sampler, sampling.steps, x_T.device).timesteps
-        graphable = sampling.sampler != "ddpm" and not return_x0
+        graphable = sampling.sampler != "ddpm" and not return_x0 and x0_guide is None
         if sampling.compiled and x_T.device.type == "cuda" and graphable:
             return self._graph_replay(timesteps, cond, x_T, kw)
         film = self.model.film_table(timesteps, cond)  # (S, B, F, 1)
@@ -82,6 +84,7 @@ class FastSampler:
             x_T,
             generator=generator,
             return_x0=return_x0,
+            x0_guide=x0_guide,
             **kw,
         )
 

@@ -15,6 +15,7 @@ left out of mode probabilities. Distances are measured in units of the mode's si
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -260,3 +261,36 @@ def detector_tradeoff(
         auc=float(auc),
     )
     return out
+
+
+# ----------------------------------------------------------------------------- smoothness
+
+
+def roughness(x: np.ndarray) -> tuple[float, float]:
+    """(T, D) trajectory -> (mean |second difference|, mean squared jerk |third difference|^2),
+    per control step (norms over D); nan when T is too short."""
+    x = np.asarray(x, dtype=np.float64)
+    d2 = np.diff(x, 2, axis=0) if len(x) >= 3 else np.empty((0,))
+    d3 = np.diff(x, 3, axis=0) if len(x) >= 4 else np.empty((0,))
+    second = float(np.linalg.norm(d2, axis=-1).mean()) if len(d2) else math.nan
+    jerk = float((np.linalg.norm(d3, axis=-1) ** 2).mean()) if len(d3) else math.nan
+    return second, jerk
+
+
+def step_jumps(actions: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """(T, A) executed actions, (T,) flags "this action began a new chunk" -> (4,) sums
+    [sum |a_t - a_t-1| at boundaries, their count, the same within chunks, their count]."""
+    actions = np.asarray(actions, dtype=np.float64)
+    if len(actions) < 2:
+        return np.zeros(4)
+    step = np.linalg.norm(np.diff(actions, axis=0), axis=-1)  # (T-1,): into step t = 1..T-1
+    at = np.asarray(boundaries[1:], dtype=bool)
+    return np.array([step[at].sum(), at.sum(), step[~at].sum(), (~at).sum()], dtype=np.float64)
+
+
+def jump_ratio(sums: np.ndarray) -> float:
+    """(N, 4) per-episode `step_jumps` -> mean step into a new chunk / mean step within one."""
+    s = np.asarray(sums).sum(0)
+    if s[1] == 0 or s[3] == 0 or s[2] == 0:
+        return math.nan
+    return float((s[0] / s[1]) / (s[2] / s[3]))

@@ -161,6 +161,29 @@ def plot_mode_bars(
     plt.close(fig)
 
 
+def plot_actions(out: str | Path, records, episodes: int = 3) -> None:
+    """Executed actions over time for the first `episodes` episodes, one panel each, with the
+    steps where a new chunk began marked (dotted lines): jumps at the lines are chunk-boundary
+    jerk, wiggles between them are the sampler's own roughness."""
+    plt = _plt()
+    shown = [r for r in records if len(r.actions) >= 2][:episodes]
+    if not shown:
+        return
+    fig, axes = plt.subplots(len(shown), 1, figsize=(8, 2.2 * len(shown)), squeeze=False)
+    for ax, r in zip(axes[:, 0], shown):
+        a = np.stack(r.actions)  # (T, A)
+        for t in np.flatnonzero(r.boundaries):
+            ax.axvline(t, color="0.7", lw=0.8, ls=":")
+        for k in range(a.shape[1]):
+            ax.plot(a[:, k], lw=1.2, label=f"a[{k}]")
+        ax.set_title(f"episode {r.episode} ({r.mode_name})", fontsize=9)
+        ax.set_xlabel("control step")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    save_figure(fig, out, dpi=110)
+    plt.close(fig)
+
+
 def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
     """One MP4 per episode (libx264 from imageio-ffmpeg); returns the file paths."""
     import imageio.v2 as imageio
@@ -177,6 +200,7 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
                 fps=10,
                 codec="libx264",
                 macro_block_size=16,
+                ffmpeg_log_level="quiet",  # its own stderr lines would break the one-line errors
             )
         paths.append(str(path))
     return paths
@@ -184,7 +208,7 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
 
 def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames) -> None:
     """metrics.json, paths.png (policy next to the training `demos`, None if unavailable),
-    modes.png, videos/, index.html."""
+    modes.png, actions.png (actions over time, chunk boundaries marked), videos/, index.html."""
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,6 +244,7 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
         {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
         title="mode probabilities (successful episodes)",
     )
+    plot_actions(out_dir / "actions.png", records)
     commanded = any(r.commanded_mode is not None for r in records)
     if commanded:
         plot_commanded_paths(out_dir / "commanded.png", layout, records, names)
@@ -229,6 +254,7 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
     html = ["<h1>diffpolicy evaluation</h1>", "<table>"]
     html += [f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
     html += ["</table>", '<img src="paths.png" width="800"><br>', '<img src="modes.png">']
+    html.append('<br><img src="actions.png" width="800">')
     if commanded:
         html.append('<br><img src="commanded.png" width="800">')
     html += [f'<video src="videos/{Path(v).name}" controls width="320"></video>' for v in videos]

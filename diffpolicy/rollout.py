@@ -38,11 +38,14 @@ class EpisodeRecord:
     instruction: str | None = None
     error: str | None = None
     path: list = field(default_factory=list)  # ee (x, y) per step, for plots
+    actions: list = field(default_factory=list)  # (A,) executed action per step
+    boundaries: list = field(default_factory=list)  # per step: the action began a new chunk
 
     def summary(self) -> dict:
-        """JSON-ready record without the path."""
+        """JSON-ready record without the per-step lists."""
         d = dict(self.__dict__)
-        d.pop("path")
+        for key in ("path", "actions", "boundaries"):
+            d.pop(key)
         return d
 
 
@@ -129,6 +132,8 @@ def rollout(
             actions = ctrl.act(active)
             for s, action in actions.items():
                 rec = records[slot_episode[s]]
+                rec.actions.append(np.asarray(action, np.float32))
+                rec.boundaries.append(ctrl.boundary[s])
                 if not np.all(np.isfinite(action)):
                     finish(s, None, error="policy returned a non-finite action")
                 else:

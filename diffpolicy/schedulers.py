@@ -198,19 +198,33 @@ def x0_and_eps(
     return out, (x_t - sqrt_ab_t * out) / sqrt_1m_ab_t
 
 
+X0Guide = Callable[[Tensor], Tensor]
+"""x0_hat (B, ...) -> x0_hat (B, ...) applied at every reverse step after clipping, e.g. the
+inpainting of real-time chunking: x0_hat + w * (y - x0_hat) pulls the entries with weight w
+towards a target y (w = 1 fixes them: the final sample holds y exactly there)."""
+
+
 def ddim_step(
-    x_t: Tensor, out: Tensor, coef: tuple[float, ...], prediction_type: str, clip_sample: bool
+    x_t: Tensor,
+    out: Tensor,
+    coef: tuple[float, ...],
+    prediction_type: str,
+    clip_sample: bool,
+    x0_guide: X0Guide | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One DDIM step (eta = 0) from x_t (B, ...) given the model output at x_t.
 
     coef = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t), sqrt(alpha_bar_prev),
     sqrt(1 - alpha_bar_prev)), one entry of a "ddim" plan. Returns (x_prev, x0_hat), with x0_hat
-    clipped to [-1, 1] when `clip_sample`; eps is the unclipped implied noise, as in diffusers.
+    clipped to [-1, 1] when `clip_sample` (then guided); eps is the unclipped model noise, as in
+    diffusers.
     """
     sqrt_ab_t, sqrt_1m_ab_t, sqrt_ab_prev, sqrt_1m_ab_prev = coef
     x0_hat, eps = x0_and_eps(x_t, out, sqrt_ab_t, sqrt_1m_ab_t, prediction_type)
     if clip_sample:
         x0_hat = x0_hat.clamp(-1.0, 1.0)
+    if x0_guide is not None:
+        x0_hat = x0_guide(x0_hat)
     return sqrt_ab_prev * x0_hat + sqrt_1m_ab_prev * eps, x0_hat
 
 
@@ -226,6 +240,7 @@ def sample(
     generator: torch.Generator | None = None,
     return_x0: bool = False,
     indexed: bool = False,
+    x0_guide: X0Guide | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Run the reverse process from x_T to x_0.
 
@@ -243,6 +258,7 @@ def sample(
         generator: RNG of DDPM's per-step noise.
         return_x0: also return x0_hat of every step, stacked (S, B, ...).
         indexed: call the denoiser with the step index instead of the timestep tensor.
+        x0_guide: applied to x0_hat at every step, after clipping (see `X0Guide`).
 
     Returns:
         x_0 (B, ...), or (x_0, x0_trace (S, B, ...)) when `return_x0`.
@@ -259,7 +275,7 @@ def sample(
     if sampler == "ddim":
         for i in range(steps):
             out = denoiser(x_t, step_args[i])
-            x_t, x0_hat = ddim_step(x_t, out, plan.coef[i], prediction_type, clip_sample)
+            x_t, x0_hat = ddim_step(x_t, out, plan.coef[i], prediction_type, clip_sample, x0_guide)
             if trace is not None:
                 trace[i] = x0_hat
 
@@ -270,6 +286,8 @@ def sample(
             x0_hat, _ = x0_and_eps(x_t, out, sqrt_ab_t, sqrt_1m_ab_t, prediction_type)
             if clip_sample:
                 x0_hat = x0_hat.clamp(-1.0, 1.0)
+            if x0_guide is not None:
+                x0_hat = x0_guide(x0_hat)
             if trace is not None:
                 trace[i] = x0_hat
             # posterior mean mu(x_t, x0_hat) + sigma_t z
@@ -291,6 +309,8 @@ def sample(
                 x0_hat = out
             if clip_sample:
                 x0_hat = x0_hat.clamp(-1.0, 1.0)
+            if x0_guide is not None:
+                x0_hat = x0_guide(x0_hat)
             if trace is not None:
                 trace[i] = x0_hat
             if plan.order[i] == 1:

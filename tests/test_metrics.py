@@ -91,3 +91,19 @@ def test_detector_threshold_and_tradeoff():
     assert same["auc"] == pytest.approx(0.5, abs=0.05)
     empty = M.detector_tradeoff(good, np.zeros(1000, bool))
     assert empty["removed_bad_at_keep"] is None and empty["num_bad"] == 0
+
+
+def test_roughness_and_chunk_boundary_jumps():
+    t = np.linspace(0, 1, 21)[:, None]
+    line = np.hstack([t, 2 * t])  # constant velocity: no second or third difference
+    assert M.roughness(line) == pytest.approx((0.0, 0.0), abs=1e-12)
+    zigzag = line + np.where(np.arange(21) % 2, 0.01, -0.01)[:, None]
+    second, jerk = M.roughness(zigzag)
+    assert second == pytest.approx(0.04 * np.sqrt(2)) and jerk == pytest.approx(2 * 0.08**2)
+    # steps of 0.1 inside chunks, a step of 0.5 into each new chunk (every 4th action)
+    steps = np.where(np.arange(1, 12) % 4 == 0, 0.5, 0.1)  # into t = 1..11
+    a = np.concatenate([[0.0], np.cumsum(steps)])[:, None]
+    b = np.arange(12) % 4 == 0
+    sums = M.step_jumps(a, b)
+    assert sums[1] == 2 and sums[3] == 9  # boundaries at t = 4, 8 (t = 0 has no step)
+    assert M.jump_ratio(sums[None]) == pytest.approx(5.0)

@@ -95,15 +95,18 @@ class DiffusionPolicy(nn.Module):
 
         Without guidance (w in {0, 1} or no extra condition) one UNet pass per step runs over
         precomputed FiLM tables (`diffpolicy/fastpath.py`); otherwise cond and uncond run as one
-        batch of 2B per step (`denoiser`).
+        batch of 2B per step (`denoiser`). With `obs["prefix_action"]` (B, Tp, A) env units and
+        `obs["prefix_weight"]` (B, Tp) in [0, 1], every step's x0_hat is pulled towards the
+        prefix by that weight (inpainting: real-time chunking in controller.py).
         """
         p, w = self.cfg.policy, sampling.guidance
+        guide = self.prefix_guide(obs)
         if p.condition == "none" or w in (0.0, 1.0):
             drop = None
             if p.condition != "none" and w == 0.0:
                 drop = torch.ones(x_T.shape[0], dtype=torch.bool, device=x_T.device)
             cond = global_condition(self.normalizer, self.cond_encoder, obs, drop)  # (B, Gc)
-            return self.fast.sample(cond, x_T, sampling, generator, return_x0)
+            return self.fast.sample(cond, x_T, sampling, generator, return_x0, guide)
         return sample(
             self.denoiser(obs, w),
             self.schedule,
@@ -114,7 +117,16 @@ class DiffusionPolicy(nn.Module):
             clip_sample=p.clip_sample,
             generator=generator,
             return_x0=return_x0,
+            x0_guide=guide,
         )
+
+    def prefix_guide(self, obs: dict[str, Tensor]):
+        """x0_hat -> x0_hat + w (y - x0_hat) for the batch's prefix (None without one)."""
+        if "prefix_action" not in obs:
+            return None
+        y = self.normalizer.normalize("action", obs["prefix_action"].float())  # (B, Tp, A)
+        w = obs["prefix_weight"].float()[..., None]  # (B, Tp, 1)
+        return lambda x0_hat: x0_hat + w * (y - x0_hat)
 
     @torch.inference_mode()
     def predict_action_chunk(
