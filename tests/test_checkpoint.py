@@ -19,7 +19,22 @@ from diffpolicy.errors import CheckpointError, UserError
 from diffpolicy.train import train
 
 
-def test_checkpoint_roundtrip_gives_identical_predictions(tmp_path, toy_demo_file):
+def test_checkpoint_roundtrip_gives_identical_predictions(tmp_path, toy_demo_file, monkeypatch):
+    """The loaded policy is the trained one: the EMA weights as they were in memory when the
+    last checkpoint was written (recorded by wrapping the trainer's save_checkpoint), not just
+    whatever the file holds (two loads of one file agree even when the file is wrong)."""
+    import diffpolicy.train as train_module
+    from diffpolicy.policies import make_policy
+
+    in_memory = []  # (step, ema state, raw state) per checkpoint, copied at the call
+    real_save = train_module.save_checkpoint
+
+    def recording_save(run_dir, step, cfg, raw, ema, train_state, **kw):
+        copy = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}  # noqa: E731
+        in_memory.append((step, copy(ema), copy(raw)))
+        return real_save(run_dir, step, cfg, raw, ema, train_state, **kw)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", recording_save)
     cfg = debug_cfg(toy_demo_file, "train.steps=10")
     run = train(cfg, tmp_path / "run", progress=False)
     policy, cfg2 = load_policy(run)
@@ -30,6 +45,31 @@ def test_checkpoint_roundtrip_gives_identical_predictions(tmp_path, toy_demo_fil
     assert a.shape == (3, cfg2.data.horizon, 2)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert cfg2.dims["obs_dim"] == 2 and cfg2.dims["goal_dim"] == 2
+
+    # the final checkpoint was written at step 10 with the trainer's EMA and raw modules
+    step, ema_state, raw_state = in_memory[-1]
+    assert step == 10 and [s for s, _, _ in in_memory] == [10]
+    # EMA and raw really differ after 10 steps (decay 0.82 at step 9), so loading the wrong
+    # one, or a lossy copy of the right one, cannot pass the comparisons below
+    assert any(not torch.equal(ema_state[k], raw_state[k]) for k in ema_state)
+    loaded = policy.state_dict()
+    assert set(loaded) == set(ema_state)
+    for k, v in ema_state.items():
+        torch.testing.assert_close(loaded[k], v, rtol=0, atol=0, msg=lambda m, k=k: f"{k}: {m}")
+    trained = make_policy(cfg2)
+    trained.load_state_dict(ema_state)
+    trained.eval()
+    c = trained.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(a, c, rtol=0, atol=0)  # the in-memory EMA policy, bit for bit
+    raw_policy = make_policy(cfg2)
+    raw_policy.load_state_dict(raw_state)
+    raw_policy.eval()
+    d = raw_policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, d)  # and not the raw weights' policy
+    raw_loaded, _ = load_policy(run, which="raw")
+    for k, v in raw_state.items():
+        got = raw_loaded.state_dict()[k]
+        torch.testing.assert_close(got, v, rtol=0, atol=0, msg=lambda m, k=k: f"raw {k}: {m}")
 
 
 def test_tampered_training_state_is_refused(tmp_path, toy_demo_file):

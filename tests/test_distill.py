@@ -46,6 +46,9 @@ def test_student_learns_the_teacher_map_and_samples_in_one_call(tmp_path, teache
     # the distillation error (student vs teacher, fixed noise) falls as the student trains
     vals = [m["val_loss"] for m in read_metrics(out) if "val_loss" in m]
     assert len(vals) == 3 and vals[-1] < vals[0], vals
+    # by a margin, and at every validation: last/first measured 0.934 (the test's seed 0),
+    # 0.950 and 0.925 (train.seed 1 and 2 for teacher and student)
+    assert vals[-1] < 0.97 * vals[0] and vals[2] < vals[1] < vals[0], vals
     # the teacher is not saved into the student
     state, _ = read_weights(checkpoint_dirs(out)[-1], "ema")
     assert set(state) == set(teacher.state_dict())

@@ -295,6 +295,37 @@ def test_instruction_templates():
         sample_instruction("pick", 2, rng)
 
 
+def _route_side(text: str) -> str:
+    """The side a reach-around instruction sends the arm: its side word, flipped when the
+    sentence places the obstacle on "your <side>" ("leave the pillar to your right" = go left)."""
+    side = "left" if "left" in text else "right"
+    if f"your {side}" in text:
+        side = {"left": "right", "right": "left"}[side]
+    return side
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_sampled_instruction_names_its_mode_for_every_seed(seed):
+    """The seed-0 check above ("left" in a mode-0 instruction) holds for 2 of every 3 seeds only
+    (seeds 4, 5 and 9 of 0..9 draw "... on your right side" / "... to your right"): what holds
+    for every seed is that the instruction is one of its mode's templates and names its route."""
+    rng = np.random.default_rng(seed)
+    for task, templates in TRAIN_TEMPLATES.items():
+        for mode in templates:
+            for _ in range(3):
+                assert sample_instruction(task, mode, rng) in templates[mode], (task, mode, seed)
+    sides = {0: "left", 1: "right"}
+    for mode, side in sides.items():
+        drawn = [sample_instruction("reach_around", mode, rng) for _ in range(80)]
+        wrong = sorted({t for t in drawn if _route_side(t) != side})
+        assert not wrong, (seed, mode, wrong)
+        assert set(drawn) == set(TRAIN_TEMPLATES["reach_around"][mode])  # every phrasing is used
+    # the held-out paraphrases name the same routes
+    for mode, side in sides.items():
+        wrong = [t for t in HELDOUT_TEMPLATES["reach_around"][mode] if _route_side(t) != side]
+        assert not wrong, (mode, wrong)
+
+
 # -- bad actions ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("env_id", ["diffpolicy/ReachAround-v0", "diffpolicy/Pick-v0"])
 def test_env_never_passes_bad_actions_to_physics(env_id, monkeypatch):

@@ -77,6 +77,12 @@ def test_denoiser_trains_and_samples_with_trace():
     np.testing.assert_allclose(trace[-1], x0, atol=1e-5)
     hit = M.assign_modes(x0 * scale, mix.centers) == asked
     assert hit.mean() > 0.6  # even briefly trained, the mode embedding steers samples
+    # Chance is 1/3 and an embedding that reaches only two of the three modes scores 2/3, so
+    # 0.6 proved little. Measured over data seeds 0-2 x train seeds 0-2 x sampling seeds 1-3:
+    # overall 0.997-1.0 (this test's seeds: 1.0), every mode at least 0.99.
+    assert hit.mean() > 0.95, hit.mean()
+    per_mode = [hit[asked == k].mean() for k in range(3)]
+    assert min(per_mode) > 0.9, per_mode  # each of the three modes is reached when asked
     assert M.x0_variance_score(trace, 2).shape == (300,)
 
 
