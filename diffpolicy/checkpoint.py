@@ -28,6 +28,7 @@ from torch import nn
 
 from diffpolicy.config import Config, ConfigError, load_config
 from diffpolicy.errors import CheckpointError
+from diffpolicy.files import write_error
 
 FORMAT = "diffpolicy-1"
 
@@ -67,8 +68,14 @@ def save_checkpoint(
             {f"raw.{k}": v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
         )
         meta = {"format": FORMAT, "step": str(step), "policy_type": cfg.policy.type}
-        save_file(tensors, tmp / "model.safetensors", metadata=meta)
-        torch.save({**train_state, "step": step}, tmp / "train_state.pt")
+        try:  # a full disk: these raise their own types, not OSError
+            save_file(tensors, tmp / "model.safetensors", metadata=meta)
+            torch.save({**train_state, "step": step}, tmp / "train_state.pt")
+        except (SafetensorError, RuntimeError) as e:
+            failure = write_error(e, final)
+            if failure is None:
+                raise
+            raise failure from None
         for f in tmp.iterdir():  # make the data durable before the rename publishes it
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

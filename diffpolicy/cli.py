@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from diffpolicy.config import SAMPLERS
+from diffpolicy.config import LIMITS, SAMPLERS
 from diffpolicy.errors import UserError
 from diffpolicy.files import check_output, check_output_dir, write_json, writer_lock
 
@@ -43,6 +43,22 @@ def _pos_int(text: str) -> int:
     return v
 
 
+def _at_most(limit: int):
+    """A positive integer no larger than `limit` (argparse type)."""
+
+    def parse(text: str) -> int:
+        v = _pos_int(text)
+        if v > limit:
+            raise argparse.ArgumentTypeError(f"{v} is larger than the limit {limit}")
+        return v
+
+    return parse
+
+
+MAX_WORKERS = 256
+"""Most collection worker processes (each one is a PyBullet process)."""
+
+
 def _float(text: str) -> float:
     try:
         v = float(text)
@@ -59,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("collect", help="run a scripted expert and write demos (HDF5)")
     c.add_argument("env_id")
-    c.add_argument("--episodes", type=_pos_int, required=True)
+    c.add_argument("--episodes", type=_at_most(LIMITS["eval.episodes"]), required=True)
     c.add_argument("--out", required=True)
-    c.add_argument("--workers", type=_pos_int, default=1)
+    c.add_argument("--workers", type=_at_most(MAX_WORKERS), default=1)
     c.add_argument("--seed", type=_nonneg_int, default=0)
     c.add_argument("--mode", type=_nonneg_int, default=None, help="follow only this mode")
     c.add_argument("--keep-failures", action="store_true")
@@ -91,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="roll out a trained run and measure modes")
     e.add_argument("run_dir")
-    e.add_argument("--episodes", type=_pos_int, default=50)
-    e.add_argument("--envs", type=_pos_int, default=8)
+    e.add_argument("--episodes", type=_at_most(LIMITS["eval.episodes"]), default=50)
+    e.add_argument("--envs", type=_at_most(LIMITS["eval.envs"]), default=8)
     e.add_argument("--json", metavar="FILE")
     e.add_argument("--video", metavar="DIR", help="write MP4s of the first episodes")
     e.add_argument("--report", metavar="DIR", help="write plots, videos and index.html")

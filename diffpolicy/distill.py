@@ -143,6 +143,11 @@ def check_student(cfg: Config, tcfg: Config) -> None:
                 f"policy.teacher: the student's {section} config differs from the teacher's "
                 f"({cfg.policy.teacher}/config.yaml); distill with the teacher's {section}"
             )
+    if cfg.policy.type != tcfg.policy.type:
+        raise UserError(
+            f"policy.teacher is set: a student is a {tcfg.policy.type} policy like its teacher, "
+            f"not {cfg.policy.type}"
+        )
     for key, value in STUDENT_POLICY.items():
         if key != "num_inference_steps" and getattr(cfg.policy, key) != value:
             raise UserError(f"policy.teacher is set: a student needs policy.{key}={value}")

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import tempfile
 from glob import escape as glob_escape
 from pathlib import Path
@@ -55,6 +56,8 @@ def check_output(path: str | Path, parents: bool = True) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"output path {path} is a directory")
+    if path.exists() and not path.is_file():  # a rename would replace /dev/null, a FIFO...
+        raise UserError(f"output path {path} is not a regular file")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"output file {path} is not writable")
     if not parents and not path.parent.is_dir():
@@ -109,9 +112,40 @@ def atomic_path(path: str | Path, parents: bool = True):
         with open(tmp, "rb") as f:  # durable before the rename publishes it
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # h5py raises RuntimeError for a failed flush
+        failure = write_error(e, path) if getattr(e, "filename", None) is None else None
+        if failure is not None:  # a write error (h5py, ffmpeg: a long text): errno and path
+            raise failure from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def disk_full(directory: str | Path) -> bool:
+    """Less than 1 MiB left for this process on the file system of `directory`."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use the reserved blocks
+    return free * st.f_frsize < 1 << 20
+
+
+def write_error(e: BaseException, path: str | Path) -> OSError | None:
+    """The OSError behind a failed write of `path`, for writers that raise their own types or
+    texts (safetensors, torch.save, h5py, ffmpeg): the errno they name, or ENOSPC when the
+    disk is full (their "broken pipe" or "unexpected pos" is a symptom), else EIO for an
+    OSError and None (not a write failure: a bug to show as it is) for anything else."""
+    code = getattr(e, "errno", None)
+    if not isinstance(code, int) or not code:
+        m = re.search(r"errno = (\d+)|os error (\d+)|\[Errno (\d+)\]", str(e))
+        code = int(next(g for g in m.groups() if g)) if m else None
+    if code in (None, errno.EPIPE, errno.EIO) and disk_full(Path(path).parent):
+        code = errno.ENOSPC
+    if code is None and isinstance(e, OSError):
+        code = errno.EIO
+    return None if code is None else OSError(code, os.strerror(code), str(path))
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -121,9 +155,12 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
-    """`fig.savefig(path)` atomically (the format from the extension)."""
+    """`fig.savefig(path)` atomically (the format from the extension; none: PNG)."""
+    fmt = Path(path).suffix[1:].lower() or "png"
+    if fmt not in fig.canvas.get_supported_filetypes():
+        raise UserError(f"cannot write the plot {path}: '.{fmt}' is not an image format")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi=dpi, format=fmt)
 
 
 def write_json(path: str | Path, data: dict) -> None:

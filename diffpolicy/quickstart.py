@@ -34,11 +34,11 @@ def quickstart(
     from diffpolicy.train import train
 
     out = Path(out)
+    cfg0 = load_config(CONFIG, overrides)  # a bad override fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     demo_file = out / "demos.hdf5"
-    cfg0 = load_config(CONFIG, overrides)
     print(f"[1/4] collecting {episodes} demos of {cfg0.env_id} -> {demo_file}")
     collect(cfg0.env_id, episodes, str(demo_file), workers=workers, seed=0, progress=progress)
     demos = load_demos(demo_file)

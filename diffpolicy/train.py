@@ -284,8 +284,10 @@ class RunLog:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        if resume and self.path.exists():
-            keep = [json.dumps(m) for m in read_metrics(run_dir) if _at_or_before(m, step)]
+        if self.path.exists():  # resume: lines past the step go; a new run: all (a killed run's)
+            keep = [
+                json.dumps(m) for m in read_metrics(run_dir) if resume and _at_or_before(m, step)
+            ]
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_text("".join(ln + "\n" for ln in keep))
             os.replace(tmp, self.path)
@@ -302,8 +304,15 @@ class RunLog:
 
     def write(self, record: dict) -> None:
         if self.active and record:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            line = memoryview((json.dumps(record) + "\n").encode())
+            with open(self.path, "ab", buffering=0) as f:
+                end = f.seek(0, os.SEEK_END)
+                try:
+                    while line:
+                        line = line[f.write(line) :]
+                except OSError:  # a full disk: take back the part of the line written
+                    f.truncate(end)
+                    raise
             if self.wb is not None:
                 self.wb.log(record, step=record["step"])
 
@@ -486,6 +495,15 @@ def train(
             in_sync, diff = ranks_in_sync(policy)
             sync = {"ddp_ranks_in_sync": in_sync, "world_size": world, "max_param_diff": diff}
             log.write({"step": step, **sync})
+    except RuntimeError as e:
+        if world > 1 and (isinstance(e, dist.DistError) or "gloo" in str(e) or "NCCL" in str(e)):
+            last = checkpoint_dirs(run_dir)
+            where = f"last checkpoint: {last[-1]}" if last else "no checkpoint written"
+            raise UserError(
+                f"rank {rank}: a collective failed, another rank died or hangs "
+                f"({str(e).strip()[:300]}); {where}"
+            ) from None
+        raise
     finally:
         if created:  # still under the lock
             drop_if_empty(run_dir)

@@ -257,3 +257,80 @@ def test_bad_input_one_line_exit_2(tiny_run, args, message):
     assert r.returncode == 2, (r.returncode, r.stderr[-1000:])
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+# ------------------------------------------------------------------------- oversize values
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "data.horizon=1000000"],
+         "data.horizon=1000000 is larger than the limit 1024"),
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "model.down_dims=[1000000000000]"],
+         "model.down_dims=[1000000000000]: entries must be <= 8192"),
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "model.down_dims=[8,8,8,8,8,8,8,8,8]"],
+         "model.down_dims has more than 8 levels"),
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "train.batch_size=10000000000"],
+         "train.batch_size=10000000000 is larger than the limit 1000000"),
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "policy.num_train_timesteps=10**9"],
+         "must be an integer"),
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "policy.num_train_timesteps=1000000000"],
+         "policy.num_train_timesteps=1000000000 is larger than the limit 10000"),
+        (["train", "CFG", "--dataset", "DATA", "--out", "OUT", "train.steps=1000000000000"],
+         "train.steps=1000000000000 is larger than the limit 100000000"),
+        (["train", "--resume", "RUN", "data.horizon=1000000"],
+         "data.horizon=1000000 is larger than the limit 1024"),
+        (["distill", "RUN", "--out", "OUT", "model.down_dims=[1000000000000]"],
+         "entries must be <= 8192"),
+        (["quickstart", "--out", "OUT", "--episodes", "2", "data.horizon=1000000"],
+         "data.horizon=1000000 is larger than the limit 1024"),
+    ],
+)  # fmt: skip
+def test_oversize_values_refused_at_validation_naming_the_limit(
+    argv, message, toy_run, tmp_path, capsys, monkeypatch
+):
+    """Refused before any data is read or memory allocated: in well under a second."""
+    import shutil
+    import time
+
+    import diffpolicy.collect
+
+    def work(*a, **kw):
+        raise AssertionError("work started before the config was validated")
+
+    monkeypatch.setattr(diffpolicy.collect, "collect", work)
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    data = write_bimodal(tmp_path / "toy.hdf5")
+    subst = {"RUN": str(run), "CFG": str(DEBUG), "DATA": data, "OUT": str(tmp_path / "out")}
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    t0 = time.perf_counter()
+    one_line_exit_2(capsys, [subst.get(a, a) for a in argv], message)
+    assert time.perf_counter() - t0 < 3
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+# ------------------------------------------------------------- found by benchmarks/reliability
+
+
+def test_plot_path_without_an_image_extension(tmp_path, toy_demo_file, capsys):
+    """`info --plot` to a path with no extension writes a PNG; with a non-image extension it is
+    one line, exit 2, nothing written (it was a matplotlib traceback)."""
+    from diffpolicy.cli import main
+
+    assert main(["info", toy_demo_file, "--plot", str(tmp_path / "paths")]) == 0
+    assert (tmp_path / "paths").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one_line_exit_2(capsys, ["info", toy_demo_file, "--plot", str(tmp_path / "paths.json")],
+                    "'.json' is not an image format")  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["paths", "toy.hdf5"]
+
+
+@pytest.mark.parametrize("kind", ["mse", "gmm"])
+def test_distill_into_another_policy_type_is_one_line(kind, tmp_path, toy_run, capsys):
+    """A student of another type than its diffusion teacher (it was an AttributeError from the
+    distillation loss after set-up)."""
+    out = tmp_path / "student"
+    one_line_exit_2(capsys, ["distill", str(toy_run), "--out", str(out), f"policy.type={kind}"],
+                    f"a student is a diffusion policy like its teacher, not {kind}")  # fmt: skip
+    assert not out.exists()

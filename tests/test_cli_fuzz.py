@@ -240,3 +240,94 @@ def test_at_least_200_of_each_were_tried():
     """Runs after the properties above (file order): the counts are real, not configured."""
     if COUNTS["configs"] or COUNTS["datasets"]:
         assert COUNTS["configs"] >= 200 and COUNTS["datasets"] >= 200, COUNTS
+
+
+# ------------------------------------------------------------------- every subcommand, fuzzed
+# Seeded command lines for every subcommand (tests/faults.py: Fuzzer -- unknown flags, wrong
+# types, missing and extra positionals, foreign files of each kind, unusable output paths,
+# junk overrides) through the real entry point: exit 0, or exit 2 with one line, never a
+# traceback or a hang. benchmarks/reliability.py runs >= 2,000 of them.
+
+import pytest  # noqa: E402
+
+FUZZ_SEED, FUZZ_LINES = 1234, 200
+ALLOWED = ("ok", "error", "interrupted")
+
+
+@pytest.fixture(scope="module")
+def fuzz_world(tmp_path_factory, toy_run):
+    from faults import MountUnavailable, World, mount_tmpfs, umount
+    from helpers import debug_cfg, write_bimodal
+
+    from diffpolicy.collect import collect
+    from diffpolicy.train import train
+
+    d = tmp_path_factory.mktemp("fuzz")
+    collect("diffpolicy/ReachAround-v0", 2, str(d / "reach.hdf5"), progress=False)
+    run = train(debug_cfg(d / "reach.hdf5", "train.steps=2"), d / "reachrun", progress=False)
+    ro = d / "ro"
+    try:
+        mount_tmpfs(ro, "size=1m,ro")
+    except MountUnavailable:
+        ro = None
+    world = World(d / "world", run, toy_run, d / "reach.hdf5", write_bimodal(d / "toy.hdf5"), ro)
+    yield world
+    if ro is not None:
+        umount(ro)
+
+
+def test_generated_command_lines_exit_0_or_2_with_one_line(fuzz_world, monkeypatch):
+    from collections import Counter
+
+    from faults import Fuzzer, run_main, stub_expensive_work
+
+    stub_expensive_work(monkeypatch)  # valid quickstart / modes / bench lines: minutes of work
+    monkeypatch.chdir(fuzz_world.cwd)  # default output paths land in the world
+    lines = Fuzzer(fuzz_world, FUZZ_SEED, expensive=False).lines(FUZZ_LINES)
+    outcomes = [run_main(argv, timeout=60) for argv in lines]
+    bad = [o for o in outcomes if o.verdict not in ALLOWED]
+    assert not bad, "\n\n".join(o.describe() for o in bad[:5])
+    counts = Counter(o.verdict for o in outcomes)
+    assert counts["error"] >= FUZZ_LINES // 2 and counts["ok"] >= 10, counts  # both were tried
+    tried = {o.argv[0] for o in outcomes if o.argv}
+    assert {"collect", "info", "train", "distill", "eval", "quickstart", "modes", "bench"} <= tried
+    assert tried - set(Fuzzer.COMMANDS) and any(not o.argv for o in outcomes)  # and unknown/none
+    assert not fuzz_world.pwned.exists()  # a pickled train_state.pt was never unpickled
+    assert fuzz_world.replaced_special_files() == []  # no output renamed over a device or FIFO
+
+
+def test_generated_command_lines_through_the_real_entry_point(fuzz_world, monkeypatch):
+    """A handful of the generated lines (one per kind of command, refused and accepted) in new
+    interpreters, at once: the same exit code and the same one line as in-process."""
+    import subprocess
+    import sys
+
+    from faults import Fuzzer, Outcome, run_main
+    from helpers import CLI_ENV
+
+    monkeypatch.chdir(fuzz_world.cwd)
+    picked: dict[tuple[str, str], Outcome] = {}
+    for argv in Fuzzer(fuzz_world, FUZZ_SEED + 1, expensive=False).lines(300):
+        name = argv[0] if argv else ""
+        if name in ("quickstart", "modes", "bench", "distill"):
+            continue  # not stubbed in a new interpreter
+        o = run_main(argv, timeout=60)
+        key = (name if name in ("collect", "info", "train", "eval", "") else "other", o.verdict)
+        wanted = key[1] == "error" or (key[1] == "ok" and key[0] == "info")
+        if wanted and key not in picked:
+            picked[key] = o
+        if len(picked) >= 6:
+            break
+    assert len(picked) >= 5, sorted(picked)
+    procs = {
+        key: subprocess.Popen([sys.executable, "-m", "diffpolicy", *o.argv], cwd=fuzz_world.cwd,
+                              env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, errors="replace")
+        for key, o in picked.items()
+    }  # fmt: skip
+    for key, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        real = Outcome(picked[key].argv, proc.returncode, err, 0.0)
+        assert real.verdict in ALLOWED and real.code == picked[key].code, real.describe()
+        if real.code == 2:
+            assert real.lines == picked[key].lines, (real.lines, picked[key].lines)
