@@ -11,8 +11,9 @@ disk, a DDP rank that dies.
   they are minutes of valid work), and a sample through `python -m diffpolicy`. Allowed: exit
   0, exit 2 with exactly one line on stderr, 130. Counted: tracebacks, hangs, other exit
   codes, multi-line errors (all must be 0).
-- sigterm: `train` SIGTERMed mid-run: seconds to exit, exit code, the checkpoint step, and
-  whether --resume ends with exactly the weights of an uninterrupted run.
+- sigterm: `train` SIGTERMed mid-run (the debug config, and ReachAround's default config on 20
+  demos): seconds to exit, exit code, the checkpoint step, and whether --resume ends with
+  exactly the weights of an uninterrupted run.
 - concurrent writers: a second `train` into a held run directory and a second `collect` to a
   held output file (refused in one line?), two `train`s started at once into one new directory
   (exactly one runs?), a holder SIGKILLed (the next run succeeds?).
@@ -46,6 +47,7 @@ import torch  # noqa: E402
 from faults import (  # noqa: E402
     FILLER,
     Fuzzer,
+    HalfThenFull,
     Outcome,
     World,
     fill,
@@ -176,25 +178,29 @@ def same_weights(a: Path, b: Path) -> bool:
     return True
 
 
-def sigterm(tmp: Path, data: str, trials: int) -> dict:
-    common = ["train.steps=30", "train.checkpoint_every=5"]
-    ref = train(debug_cfg(data, *common), tmp / "sigterm_ref", progress=False)
+def sigterm(
+    tmp: Path, data: str, trials: int, config: Path = DEBUG, common=("train.steps=30",)
+) -> dict:
+    """SIGTERM `trials` runs of `config` once metrics.jsonl has its first line."""
+    from diffpolicy.config import load_config, with_dataset
+
+    ref_cfg = with_dataset(load_config(config, list(common)), data)
+    ref = train(ref_cfg, tmp / f"sigterm_ref_{config.stem}", progress=False)
     rows = []
     for k in range(trials):
-        run = tmp / f"sigterm{k}"
+        run = tmp / f"sigterm_{config.stem}{k}"
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "diffpolicy",
                 "train",
-                str(DEBUG),
+                str(config),
                 "--dataset",
                 data,
                 "--out",
                 str(run),
                 *common,
-                "train.val_every=1",
             ],
             cwd=ROOT,
             env=CLI_ENV,
@@ -202,7 +208,7 @@ def sigterm(tmp: Path, data: str, trials: int) -> dict:
             stderr=subprocess.PIPE,
             text=True,
         )
-        while not (run / "checkpoints" / "step_00000005").exists() and proc.poll() is None:
+        while not (run / "metrics.jsonl").exists() and proc.poll() is None:
             time.sleep(0.01)
         time.sleep(random.Random(k).uniform(0.0, 0.3))
         t0 = time.perf_counter()
@@ -228,6 +234,8 @@ def sigterm(tmp: Path, data: str, trials: int) -> dict:
             }
         )
     return {
+        "config": str(config.relative_to(ROOT)),
+        "overrides": list(common),
         "trials": trials,
         "max_seconds_to_exit": max(r["seconds_to_exit"] for r in rows),
         "all_exit_130": all(r["exit_code"] == 130 for r in rows),
@@ -458,25 +466,6 @@ class Scenarios:
         run = self.tmp / "inj_metrics"
         real_open, calls = open, {"n": 0}
 
-        class HalfThenFull:
-            def __init__(self, f):
-                self.f = f
-
-            def write(self, data):
-                data = data if isinstance(data, str) else bytes(data)
-                self.f.write(data[: len(data) // 2])
-                self.f.flush()
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-            def __getattr__(self, name):
-                return getattr(self.f, name)
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.f.close()
-
         def opener(path, mode="r", *a, **kw):
             f = real_open(path, mode, *a, **kw)
             if Path(path).name == "metrics.jsonl" and "a" in mode:
@@ -668,7 +657,14 @@ def main() -> None:
         finally:
             umount(ro)
         print("sigterm", flush=True)
-        result["sigterm"] = sigterm(tmp, data, a.sigterm_trials)
+        common = ("train.steps=30", "train.log_every=5", "train.val_every=1")
+        result["sigterm"] = sigterm(tmp, data, a.sigterm_trials, DEBUG, common)
+        print("sigterm at the default config", flush=True)  # ReachAround's CPU config
+        reach_data = str(tmp / "reach" / "demos20.hdf5")
+        collect(ENV, 20, reach_data, progress=False)
+        result["sigterm_default_config"] = sigterm(
+            tmp, reach_data, 1, ROOT / "configs" / "reach_around.yaml", ("train.steps=300",)
+        )
         print("concurrent writers", flush=True)
         result["concurrent_writers"] = concurrent_writers(tmp, data, a.trials)
         print("full disk", flush=True)
@@ -685,6 +681,9 @@ def main() -> None:
         + f["multi_line_errors"]
         + sum(f["subprocess"]["outcomes"].get(k, 0) for k in ("other_exit", "hang", "bad_stderr")),
         "sigterm_max_seconds_to_exit": result["sigterm"]["max_seconds_to_exit"],
+        "sigterm_default_config_seconds_to_exit": result["sigterm_default_config"][
+            "max_seconds_to_exit"
+        ],
         "concurrent_writer_refusal_rate": min(
             result["concurrent_writers"]["train_refusal_rate"],
             result["concurrent_writers"]["collect_refusal_rate"],

@@ -69,11 +69,13 @@ class PolicyConfig:
     beta_schedule: str = "squaredcos_cap_v2"
     """squaredcos_cap_v2 | linear."""
     prediction_type: str = "epsilon"
-    """epsilon | sample."""
+    """epsilon | sample: what the diffusion UNet predicts; velocity: flow matching (rectified
+    flow: x_t = (1 - t) x_0 + t eps, the UNet predicts eps - x_0; samplers euler | heun)."""
     clip_sample: bool = True
     """Clip the predicted clean sample to [-1, 1] while sampling."""
     sampler: str = "ddim"
-    """ddpm | ddim | dpmpp: the reverse process used at inference (`eval --sampler`)."""
+    """ddpm | ddim | dpmpp (epsilon / sample prediction), euler | heun (velocity): the reverse
+    process used at inference (`eval --sampler`)."""
     num_inference_steps: int = 10
     """Reverse steps at inference (`eval --steps`)."""
     timestep_spacing: str = "leading"
@@ -212,13 +214,15 @@ class Sampling:
         return cls(p.sampler, p.num_inference_steps, p.guidance)
 
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
+SAMPLERS = ("ddpm", "ddim", "dpmpp", "euler", "heun")
 """The reverse processes of diffpolicy/schedulers.py."""
+FLOW_SAMPLERS = ("euler", "heun")
+"""The samplers of a flow-matching (velocity) policy; the others are for diffusion."""
 
 CHOICES = {
     "policy.type": ("diffusion", "mse", "gmm"),
     "policy.beta_schedule": ("squaredcos_cap_v2", "linear"),
-    "policy.prediction_type": ("epsilon", "sample"),
+    "policy.prediction_type": ("epsilon", "sample", "velocity"),
     "policy.sampler": SAMPLERS,
     "policy.timestep_spacing": ("leading", "trailing"),
     "policy.condition": ("none", "mode", "language"),
@@ -313,6 +317,16 @@ def validate(cfg: Config) -> Config:
         1 <= p.num_inference_steps <= p.num_train_timesteps,
         f"policy.num_inference_steps={p.num_inference_steps} must be in "
         f"[1, num_train_timesteps={p.num_train_timesteps}]",
+    )
+    flow = p.prediction_type == "velocity"
+    need(
+        flow == (p.sampler in FLOW_SAMPLERS),
+        f"policy.sampler={p.sampler} cannot sample policy.prediction_type={p.prediction_type}: "
+        + (
+            f"flow matching samples with {' or '.join(FLOW_SAMPLERS)}"
+            if flow
+            else f"{' and '.join(FLOW_SAMPLERS)} are for prediction_type=velocity (flow matching)"
+        ),
     )
     need(p.gmm_components >= 1, f"policy.gmm_components={p.gmm_components} must be >= 1")
     need(p.gmm_min_std > 0, f"policy.gmm_min_std={p.gmm_min_std} must be > 0")

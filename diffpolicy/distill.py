@@ -115,7 +115,9 @@ def check_teacher(run_dir: str | Path, tcfg: Config) -> None:
             f"{run_dir}: only a diffusion policy can be distilled, not {tcfg.policy.type}"
         )
     if tcfg.policy.sampler == "ddpm":
-        raise UserError(f"{run_dir}: the teacher's sampler must be deterministic (ddim or dpmpp)")
+        raise UserError(
+            f"{run_dir}: the teacher's sampler must be deterministic (ddim, dpmpp, euler, heun)"
+        )
     if tcfg.policy.condition != "none":
         raise UserError(
             f"{run_dir}: distilling a conditioned policy "

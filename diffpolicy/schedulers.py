@@ -1,4 +1,5 @@
-"""Noise schedule and reverse-process samplers (DDPM, DDIM, DPM-Solver++ 2M).
+"""Noise schedule and reverse-process samplers (DDPM, DDIM, DPM-Solver++ 2M; Euler and Heun for
+flow matching, which share DDIM's step function).
 
 Small and fast: every per-step coefficient is computed once per (sampler, steps, timestep_spacing,
 device) and cached on the schedule as Python floats, so the loop itself only runs the denoiser
@@ -117,6 +118,8 @@ class NoiseSchedule:
                 plan = self._ddim_plan(steps)
             elif sampler == "dpmpp":
                 plan = self._dpmpp_plan(steps)
+            elif sampler in ("euler", "heun"):
+                plan = self._flow_plan(steps, 2 if sampler == "heun" else 1)
             else:
                 raise ValueError(f"sampler={sampler!r} must be one of {', '.join(SAMPLERS)}")
             plan.timesteps = plan.timesteps.to(device)
@@ -166,6 +169,16 @@ class NoiseSchedule:
             )
         return Plan(torch.from_numpy(ts.copy()), coef, [1] * steps)
 
+    def _flow_plan(self, steps: int, order: int) -> Plan:
+        """Flow matching from t = 1 (noise) to t = 0 in `steps` uniform steps: the step from t
+        to t' is the DDIM step with alpha = 1 - t, sigma = t (x_t = (1 - t) x0 + t eps), which
+        for a velocity prediction v = eps - x0 is Euler's x_t + (t' - t) v. Timesteps (S + 1,)
+        hold t * T (the model's time input, float; index S, t = 0, is never evaluated)."""
+        t = np.linspace(1.0, 0.0, steps + 1)
+        coef = [(1.0 - t[i], t[i], 1.0 - t[i + 1], t[i + 1]) for i in range(steps)]
+        timesteps = torch.tensor(t * self.num_train_timesteps, dtype=torch.float32)
+        return Plan(timesteps, [tuple(map(float, c)) for c in coef], [order] * steps)
+
     def _dpmpp_plan(self, steps: int) -> Plan:
         """DPM-Solver++(2M) in data prediction, lambda = log(alpha_t / sigma_t)."""
         T = self.num_train_timesteps
@@ -192,9 +205,14 @@ class NoiseSchedule:
 def x0_and_eps(
     x_t: Tensor, out: Tensor, sqrt_ab_t: float, sqrt_1m_ab_t: float, prediction_type: str
 ) -> tuple[Tensor, Tensor]:
-    """(x0_hat, eps) implied by a model output at x_t = sqrt_ab_t x0 + sqrt_1m_ab_t eps."""
+    """(x0_hat, eps) implied by a model output at x_t = sqrt_ab_t x0 + sqrt_1m_ab_t eps.
+
+    For "velocity" (flow matching) the two coefficients are alpha = 1 - t and sigma = t, and
+    the output is v = eps - x0: x0 = x_t - t v, eps = x_t + (1 - t) v."""
     if prediction_type == "epsilon":
         return (x_t - sqrt_1m_ab_t * out) / sqrt_ab_t, out
+    if prediction_type == "velocity":
+        return x_t - sqrt_1m_ab_t * out, x_t + sqrt_ab_t * out
     return out, (x_t - sqrt_ab_t * out) / sqrt_1m_ab_t
 
 
@@ -263,18 +281,33 @@ def sample(
     Returns:
         x_0 (B, ...), or (x_0, x0_trace (S, B, ...)) when `return_x0`.
     """
-    if prediction_type not in ("epsilon", "sample"):
-        raise ValueError(f"prediction_type={prediction_type!r} must be epsilon or sample")
+    if prediction_type not in ("epsilon", "sample", "velocity"):
+        raise ValueError(f"prediction_type={prediction_type!r} must be epsilon, sample or velocity")
+    if (prediction_type == "velocity") != (sampler in ("euler", "heun")):
+        raise ValueError(f"sampler={sampler!r} cannot sample prediction_type={prediction_type!r}")
     plan = schedule.plan(sampler, steps, x_T.device)
     B = x_T.shape[0]
-    # the denoiser's second argument per step, built before the loop
-    step_args = list(range(steps)) if indexed else list(plan.timesteps[:, None].expand(steps, B))
+    # the denoiser's second argument per plan timestep, built before the loop
+    S = len(plan.timesteps)
+    step_args = list(range(S)) if indexed else list(plan.timesteps[:, None].expand(S, B))
     x_t = x_T
     trace = x_T.new_empty((steps, *x_T.shape)) if return_x0 else None
 
     if sampler == "ddim":
         for i in range(steps):
             out = denoiser(x_t, step_args[i])
+            x_t, x0_hat = ddim_step(x_t, out, plan.coef[i], prediction_type, clip_sample, x0_guide)
+            if trace is not None:
+                trace[i] = x0_hat
+
+    elif sampler in ("euler", "heun"):
+        for i in range(steps):
+            out = denoiser(x_t, step_args[i])  # velocity eps - x0 at t_i
+            if sampler == "heun" and plan.coef[i][3] > 0.0:
+                # average with the velocity at the Euler prediction of t_i+1; not into t = 0,
+                # where the velocity field of concentrated data is degenerate (-x: EDM's rule)
+                x_euler, _ = ddim_step(x_t, out, plan.coef[i], prediction_type, False)
+                out = 0.5 * (out + denoiser(x_euler, step_args[i + 1]))
             x_t, x0_hat = ddim_step(x_t, out, plan.coef[i], prediction_type, clip_sample, x0_guide)
             if trace is not None:
                 trace[i] = x0_hat

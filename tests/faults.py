@@ -863,3 +863,25 @@ def stub_expensive_work(monkeypatch=None):
             setattr(module, name, fn)
 
     return restore
+
+
+class HalfThenFull:
+    """A file whose write() stores half of the data, then fails as a full disk does."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        data = data if isinstance(data, str) else bytes(data)
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()

@@ -134,3 +134,26 @@ def test_two_step_student_samples_along_the_trajectory_it_was_trained_on(tmp_pat
         x0 = student.model(x_t, torch.full((3,), 9), cond)
     expected = student.normalizer.unnormalize("action", x0.clamp(-1, 1))
     torch.testing.assert_close(chunk, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_flow_matching_teacher_distills_like_a_diffusion_one(tmp_path, toy_demo_file):
+    """The student regresses the teacher's sampler output whatever its objective: a flow
+    (velocity, Euler) teacher gives a 2-step DDIM student whose target is the Euler sample."""
+    cfg = debug_cfg(
+        toy_demo_file,
+        "train.steps=10",
+        "policy.prediction_type=velocity",
+        "policy.sampler=euler",
+        "policy.num_inference_steps=3",
+    )
+    teacher_run = train(cfg, tmp_path / "flow_teacher", progress=False)
+    r = run_cli("distill", str(teacher_run), "--out", str(tmp_path / "s"), "train.steps=3")
+    assert r.returncode == 0, r.stderr
+    teacher, _ = load_policy(teacher_run)
+    student, scfg = load_policy(tmp_path / "s")
+    assert (scfg.policy.prediction_type, scfg.policy.sampler) == ("sample", "ddim")
+    obs = {"obs": torch.randn(4, 2, 2), "goal": torch.randn(4, 2)}
+    x_T = torch.randn(4, teacher.horizon, 2, generator=torch.Generator().manual_seed(5))
+    target = DistillLoss(student, teacher).target(obs, x_T)
+    sampled = teacher.predict_action_chunk(obs, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(teacher.normalizer.unnormalize("action", target), sampled)

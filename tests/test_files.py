@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from faults import (
+    HalfThenFull,
     MountUnavailable,
     fill,
     fork_quiet,
@@ -270,7 +271,6 @@ def test_full_disk_eval_and_info_outputs_keep_the_previous_files(reach_run, tmpf
     assert cli.main(["info", data, "--json", str(info), "--plot", str(mnt / "p.png")]) == 0
     capsys.readouterr()
     before = snapshot(mnt)
-    fill(mnt)
     for argv, target in [
         ([*ev, "--json", str(js)], js),
         ([*ev, "--report", str(rep)], rep),
@@ -278,6 +278,7 @@ def test_full_disk_eval_and_info_outputs_keep_the_previous_files(reach_run, tmpf
         (["info", data, "--json", str(info)], info),
         (["info", data, "--plot", str(mnt / "p.png")], mnt / "p.png"),
     ]:
+        fill(mnt)  # again: a failed write gives back the pages it had taken
         line = one_line_exit_2(capsys, argv, "No space left on device")
         assert str(target) in line, line
         assert snapshot(mnt) == before, argv  # every previous file byte for byte, no temp file
@@ -296,28 +297,6 @@ def test_full_disk_eval_and_info_outputs_keep_the_previous_files(reach_run, tmpf
 
 
 # ----------------------------------------------------------------------- ENOSPC by injection
-
-
-class HalfThenFull:
-    """A file whose write() stores half of the data, then fails as a full disk does."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def write(self, data):
-        data = data if isinstance(data, str) else bytes(data)
-        self.f.write(data[: len(data) // 2])
-        self.f.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
 
 
 def test_enospc_appending_metrics_leaves_no_half_line(monkeypatch, ref10, tmp_path, capsys):

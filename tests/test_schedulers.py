@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,26 @@ def test_bad_arguments():
         sample(lambda x, t: x, sched, x, steps=T + 1)
     with pytest.raises(ValueError):
         NoiseSchedule(T, "cosine")
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun"])
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_flow_samplers_integrate_straight_paths_exactly(sampler, steps):
+    """A constant velocity v = eps - x0 is a straight path: Euler and Heun land on x_T - v for
+    any step count; for a point mass at c the velocity field (x_t - c) / t takes Euler to c."""
+    sched = NoiseSchedule(100)
+    x_T = torch.randn(4, 6, 2, generator=torch.Generator().manual_seed(0))
+    v = torch.randn(4, 6, 2, generator=torch.Generator().manual_seed(1))
+    x0 = sample(lambda x, t: v, sched, x_T, sampler=sampler, steps=steps,
+                prediction_type="velocity", clip_sample=False)  # fmt: skip
+    torch.testing.assert_close(x0, x_T - v, atol=1e-5, rtol=1e-5)
+    plan = sched.plan(sampler, steps)
+    assert plan.timesteps.tolist() == pytest.approx(np.linspace(100, 0, steps + 1).tolist())
+    if sampler == "euler":
+        c = torch.full_like(x_T, 0.3)
+        field = lambda x, t: (x - c) / (t[:, None, None] / 100)  # noqa: E731
+        out = sample(field, sched, x_T, sampler="euler", steps=steps, prediction_type="velocity",
+                     clip_sample=False)  # fmt: skip
+        torch.testing.assert_close(out, c, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cannot sample"):
+        sample(lambda x, t: v, sched, x_T, sampler=sampler, steps=steps)

@@ -1,4 +1,5 @@
-"""Diffusion policy: a conditional 1D UNet denoises a chunk of Tp future actions.
+"""Diffusion policy: a conditional 1D UNet denoises a chunk of Tp future actions (or, with
+`prediction_type: velocity`, integrates the flow-matching velocity from noise to the chunk).
 
 Batch (env units; normalization happens here):
     obs (B, To, Do), action (B, Tp, A), action_mask (B, Tp) bool, goal (B, G) when
@@ -44,16 +45,23 @@ class DiffusionPolicy(nn.Module):
         """Stateless between chunks."""
 
     def compute_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Denoising loss: MSE between the prediction and eps (or x0) over unpadded steps."""
+        """Denoising loss: MSE between the prediction and eps (or x0) over unpadded steps; for
+        flow matching (prediction_type velocity) the MSE to eps - x0 at x_t = (1 - t) x0 + t eps,
+        t ~ U(0, 1), the model's time input t * T."""
         x0 = self.normalizer.normalize("action", batch["action"].float())  # (B, Tp, A)
         B = x0.shape[0]
         drop = condition_dropout(self.cfg, B, x0.device)
         cond = global_condition(self.normalizer, self.cond_encoder, batch, drop)  # (B, Gc)
         eps = torch.randn_like(x0)
-        t = torch.randint(0, self.schedule.num_train_timesteps, (B,), device=x0.device)
-        x_t = self.schedule.add_noise(x0, eps, t)
-        pred = self.model(x_t, t, cond)  # (B, Tp, A)
-        target = eps if self.cfg.policy.prediction_type == "epsilon" else x0
+        T, kind = self.schedule.num_train_timesteps, self.cfg.policy.prediction_type
+        if kind == "velocity":
+            t = torch.rand((B, 1, 1), device=x0.device)
+            pred = self.model((1.0 - t) * x0 + t * eps, t.view(B) * T, cond)  # (B, Tp, A)
+            target = eps - x0
+        else:
+            t = torch.randint(0, T, (B,), device=x0.device)
+            pred = self.model(self.schedule.add_noise(x0, eps, t), t, cond)  # (B, Tp, A)
+            target = eps if kind == "epsilon" else x0
         return masked_mean((pred - target) ** 2, batch.get("action_mask"))
 
     def denoiser(self, batch: dict[str, Tensor], guidance: float):
