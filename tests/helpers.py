@@ -10,11 +10,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from diffpolicy import cli
 from diffpolicy.config import config_from_dict, load_config
@@ -129,6 +131,9 @@ def fork(fn) -> int:
     if pid == 0:  # pragma: no cover - child
         code = 1
         try:
+            # tqdm's write lock is a multiprocessing lock shared across fork: a child killed
+            # while holding it would block the parent's next progress bar forever
+            tqdm.set_lock(threading.RLock())
             code = int(fn() or 0)
         except KeyboardInterrupt:
             code = 130
