@@ -495,6 +495,7 @@ def train(
             in_sync, diff = ranks_in_sync(policy)
             sync = {"ddp_ranks_in_sync": in_sync, "world_size": world, "max_param_diff": diff}
             log.write({"step": step, **sync})
+            dist.barrier()  # leave together: no rank tears its sockets down under another's op
     except RuntimeError as e:
         if world > 1 and (isinstance(e, dist.DistError) or "gloo" in str(e) or "NCCL" in str(e)):
             last = checkpoint_dirs(run_dir)

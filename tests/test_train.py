@@ -5,6 +5,7 @@ uninterrupted run), non-finite losses, DDP, language statistics."""
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -141,7 +142,8 @@ def test_ddp_two_gloo_processes_stay_in_sync(tmp_path, toy_demo_file):
         cwd=ROOT,
         env=CLI_ENV,
     )
-    assert r.returncode == 0, r.stderr[-2000:]
+    why = [ln for ln in r.stderr.splitlines() if re.search(r"error|terminate|what\(\)", ln, re.I)]
+    assert r.returncode == 0, "\n".join(why[:20]) + r.stderr[-1500:]
     logs = read_metrics(tmp_path / "ddp")
     losses = [m["loss"] for m in logs if "loss" in m]
     assert losses[-1] < losses[0]
