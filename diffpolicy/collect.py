@@ -10,6 +10,7 @@ This module does not import torch: workers stay light.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 from dataclasses import dataclass
@@ -153,12 +154,11 @@ def collect(
         )
     seconds = time.perf_counter() - t0
     env_args = {"env_name": env_id, "env_type": 4, "env_kwargs": {}}
-    new = Demos(kept, env_args=env_args, mode_names=mode_names, layout=layout)
-    write_demos(
-        out, Demos(previous + kept, env_args=env_args, mode_names=mode_names, layout=layout)
-    )
+    demos = Demos(previous + kept, env_args=env_args, mode_names=mode_names, layout=layout)
+    write_demos(out, demos)
     probe.close()
-    return CollectStats(len(kept), tried, seconds, new.mode_counts().tolist())
+    new = dataclasses.replace(demos, episodes=kept).mode_counts()  # this call's episodes
+    return CollectStats(len(kept), tried, seconds, new.tolist())
 
 
 def _previous_episodes(out: str, env_id: str) -> list[Episode]:

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import difflib
 import math
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -569,7 +568,6 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically (a kill leaves the old file or the new)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    from diffpolicy.files import write_text
+
+    write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 
 from diffpolicy.config import Config, Sampling
-from diffpolicy.errors import UserError
 
 
 class RecedingHorizonController:
@@ -73,23 +72,9 @@ class RecedingHorizonController:
         self.condition[slot] = condition or {}
 
     def _features(self, obs: dict) -> tuple[np.ndarray, np.ndarray | None]:
-        d, dims = self.cfg.data, self.cfg.dims
-        keys = (*d.obs_keys, *((d.goal_key,) if d.goal_key else ()))
-        if any(k not in obs for k in keys):  # a run trained on another task's data
-            raise UserError(
-                f"{self.cfg.env_id} observations have keys {sorted(obs)}; "
-                f"the run needs {list(keys)}"
-            )
+        d = self.cfg.data
         x = np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in d.obs_keys])
         g = np.asarray(obs[d.goal_key], np.float32).reshape(-1) if d.goal_key else None
-        sizes = (len(x), len(g) if g is not None else 0)
-        trained = (dims.get("obs_dim") or sizes[0], dims.get("goal_dim", sizes[1]) or sizes[1])
-        if sizes != trained:
-            raise UserError(
-                f"{self.cfg.env_id} gives observations of size {sizes[0]} (goal {sizes[1]}); "
-                f"the run was trained on size {trained[0]} (goal {trained[1]}): data of another "
-                "task?"
-            )
         return x, g
 
     def _plan(self, slots: list[int], goals: dict[int, np.ndarray]) -> np.ndarray:

@@ -70,9 +70,10 @@ def smoothness(records: list[EpisodeRecord], demo: dict | None) -> dict:
     demos' value; and the chunk-boundary jump: the mean step |a_t - a_t-1| into a new chunk
     relative to the mean step within a chunk (1.0 = boundaries are invisible)."""
     done = [r for r in records if len(r.actions) >= 4]
+    path = np.array([metrics.roughness(np.asarray(r.path)) for r in done]).reshape(-1, 2)
     per = {
-        "path_roughness": [metrics.roughness(np.asarray(r.path))[0] for r in done],
-        "path_jerk": [metrics.roughness(np.asarray(r.path))[1] for r in done],
+        "path_roughness": path[:, 0],
+        "path_jerk": path[:, 1],
         "action_roughness": [metrics.roughness(np.stack(r.actions))[0] for r in done],
     }
     out: dict = {}

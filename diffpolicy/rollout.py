@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from diffpolicy.controller import RecedingHorizonController
+from diffpolicy.errors import UserError
 from envs import make_env
 
 
@@ -49,6 +50,29 @@ class EpisodeRecord:
         return d
 
 
+def check_observations(space, cfg) -> None:
+    """One line (UserError) unless the env observes the keys and sizes the run was trained on
+    (a run evaluated in another task's env), checked once before the first episode."""
+    d, dims = cfg.data, cfg.dims
+    keys = (*d.obs_keys, *((d.goal_key,) if d.goal_key else ()))
+    spaces = getattr(space, "spaces", {})
+    if any(k not in spaces for k in keys):
+        raise UserError(
+            f"{cfg.env_id} observations have keys {sorted(spaces)}; the run needs {list(keys)}"
+        )
+
+    def size(ks) -> int:
+        return sum(int(np.prod(spaces[k].shape)) for k in ks)
+
+    got = (size(d.obs_keys), size((d.goal_key,)) if d.goal_key else 0)
+    want = (dims.get("obs_dim") or got[0], dims.get("goal_dim", got[1]))  # 0: not recorded
+    if got != want:
+        raise UserError(
+            f"{cfg.env_id} gives observations of size {got[0]} (goal {got[1]}); the run was "
+            f"trained on size {want[0]} (goal {want[1]}): data of another task?"
+        )
+
+
 def rollout(
     policy,
     cfg,
@@ -70,6 +94,12 @@ def rollout(
     render = "rgb_array" if video_episodes else None
     max_steps = {"max_steps": cfg.eval.max_steps} if cfg.eval.max_steps else {}
     envs = [make_env(cfg.env_id, render_mode=render, **max_steps) for _ in range(n_envs)]
+    try:
+        check_observations(envs[0].observation_space, cfg)
+    except UserError:
+        for env in envs:
+            env.close()
+        raise
     ctrl = RecedingHorizonController(policy, cfg, n_envs, seed=seed)
     records: dict[int, EpisodeRecord] = {}
     frames: dict[int, list] = {}

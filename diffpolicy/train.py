@@ -43,7 +43,7 @@ from diffpolicy.checkpoint import (
 from diffpolicy.config import Config, config_to_dict, save_config
 from diffpolicy.dataset import load_demos, make_windows, normalizer_data, split_episodes
 from diffpolicy.errors import DatasetError, UserError
-from diffpolicy.files import writer_lock
+from diffpolicy.files import write_text, writer_lock
 
 Batch = dict[str, torch.Tensor]
 
@@ -285,12 +285,8 @@ class RunLog:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         if self.path.exists():  # resume: lines past the step go; a new run: all (a killed run's)
-            keep = [
-                json.dumps(m) for m in read_metrics(run_dir) if resume and _at_or_before(m, step)
-            ]
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in keep))
-            os.replace(tmp, self.path)
+            keep = [m for m in read_metrics(run_dir) if resume and _at_or_before(m, step)]
+            write_text(self.path, "".join(json.dumps(m) + "\n" for m in keep))
         if cfg.train.wandb != "disabled":
             import wandb
 

@@ -122,3 +122,20 @@ def test_reset_failure_is_one_episode_error(monkeypatch):
     assert records[0].error and records[0].error.startswith("env reset failed")
     assert [r.error for r in records[1:]] == [None, None]
     assert bullet_clients() == base
+
+
+def test_a_run_of_another_task_is_one_line_before_any_episode():
+    """Observation keys or sizes the run was not trained on: refused once, before stepping."""
+    from diffpolicy.config import replace_values
+    from diffpolicy.errors import UserError
+
+    cfg = rollout_cfg()
+    policy = ScriptedPolicy(8)
+    wide = replace_values(cfg, {})
+    wide.dims["obs_dim"] = 7  # a run trained on 7-dimensional observations
+    with pytest.raises(UserError, match="gives observations of size 4 .goal 2.; the run was"):
+        rollout(policy, wide, 2, n_envs=1, progress=False)
+    foreign = replace_values(cfg, {"data.obs_keys": ["robot0_eef_pos"]})
+    with pytest.raises(UserError, match="the run needs \\['robot0_eef_pos', 'desired_goal'\\]"):
+        rollout(policy, foreign, 2, n_envs=1, progress=False)
+    assert policy.calls == 0
