@@ -122,7 +122,7 @@ def replay_only_ms(policy, obs: dict, sampling: Sampling, repeats: int) -> float
     call the library captures (see the module docstring), captured here with public calls."""
     eager = dataclasses.replace(sampling, compiled=False)
     with torch.inference_mode():
-        cond = global_condition(policy.normalizer, policy.cond_encoder, obs)
+        cond = global_condition(policy, obs)
         x_T = torch.randn(len(cond), policy.horizon, policy.action_dim, device=cond.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

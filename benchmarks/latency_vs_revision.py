@@ -72,7 +72,7 @@ def main() -> None:
     @torch.inference_mode()
     def old_predict(obs, sampler, steps):
         x_T = torch.randn(obs["obs"].shape[0], cfg.data.horizon, cfg.dims["action_dim"])
-        cond = global_condition(policy.normalizer, policy.cond_encoder, obs)
+        cond = global_condition(policy, obs)
         x0 = old_sched.sample(
             lambda x, t: old(x, t, cond), schedule, x_T, sampler=sampler, steps=steps
         ).clamp(-1, 1)

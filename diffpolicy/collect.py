@@ -60,7 +60,7 @@ def run_expert_episode(env, seed: int, mode: int | None) -> tuple[Episode, bool]
     u = env.unwrapped
     ep_mode = int(info.get("mode", -1))
     episode = Episode(
-        obs={k: np.asarray(v, dtype=np.float32) for k, v in frames.items()},
+        obs={k: _stack(v) for k, v in frames.items()},
         actions=np.asarray(actions, dtype=np.float32),
         rewards=np.asarray(rewards, dtype=np.float32),
         dones=np.asarray(dones, dtype=bool),
@@ -72,11 +72,17 @@ def run_expert_episode(env, seed: int, mode: int | None) -> tuple[Episode, bool]
     return episode, bool(info.get("is_success", False))
 
 
-def _worker_episode(args: tuple[str, int, int | None]) -> tuple[Episode, bool]:
-    env_id, seed, mode = args
-    if _WORKER.get("env_id") != env_id:
-        _WORKER["env"] = make_env(env_id)
-        _WORKER["env_id"] = env_id
+def _stack(values: list) -> np.ndarray:
+    """(T, ...) array of one observation key: camera frames stay uint8, the rest float32."""
+    x = np.stack(values)
+    return x if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _worker_episode(args: tuple[str, dict, int, int | None]) -> tuple[Episode, bool]:
+    env_id, env_kwargs, seed, mode = args
+    if _WORKER.get("env_id") != (env_id, env_kwargs):
+        _WORKER["env"] = make_env(env_id, **env_kwargs)
+        _WORKER["env_id"] = (env_id, env_kwargs)
     return run_expert_episode(_WORKER["env"], seed, mode)
 
 
@@ -94,8 +100,12 @@ def collect(
     keep_failures: bool = False,
     progress: bool = True,
     append: bool = False,
+    env_kwargs: dict | None = None,
 ) -> CollectStats:
     """Run the expert until `episodes` episodes are kept and write them to `out` (HDF5).
+
+    env_kwargs: arguments of the env (e.g. ``{"cameras": ["top"], "image_size": 64}``),
+    recorded in the file's ``env_args`` so training and evaluation rebuild the same env.
 
     append: add them to the episodes already in `out` (same env id; seeds start after the
     file's largest seed unless that would repeat one); the file is replaced in one rename, so
@@ -105,14 +115,15 @@ def collect(
 
     from tqdm import tqdm
 
-    previous = _previous_episodes(out, env_id) if append else []
+    env_kwargs = dict(env_kwargs or {})
+    previous = _previous_episodes(out, env_id, env_kwargs) if append else []
     if previous:
         seed = max(seed, max(e.seed for e in previous) + 1)
     if episodes < 1:
         raise UserError(f"--episodes {episodes} must be >= 1")
     if workers < 1:
         raise UserError(f"--workers {workers} must be >= 1")
-    probe = make_env(env_id)
+    probe = make_env(env_id, **env_kwargs)
     u = probe.unwrapped
     num_modes, mode_names, layout = u.num_modes, list(u.mode_names), u.layout()
     if mode is not None and not 0 <= mode < num_modes:
@@ -122,12 +133,12 @@ def collect(
         )
     kept: list[Episode] = []
     max_tries = 2 * episodes + 20
-    tasks = ((env_id, seed + k, mode) for k in range(max_tries))
+    tasks = ((env_id, env_kwargs, seed + k, mode) for k in range(max_tries))
     t0 = time.perf_counter()
     tried = 0
     bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress)
     if workers == 1:
-        _WORKER.update(env_id=env_id, env=probe)
+        _WORKER.update(env_id=(env_id, env_kwargs), env=probe)
         results = map(_worker_episode, tasks)
         pool = None
     else:
@@ -153,7 +164,7 @@ def collect(
             f"the expert succeeded in only {len(kept)} of {tried} episodes; asked for {episodes}"
         )
     seconds = time.perf_counter() - t0
-    env_args = {"env_name": env_id, "env_type": 4, "env_kwargs": {}}
+    env_args = {"env_name": env_id, "env_type": 4, "env_kwargs": env_kwargs}
     demos = Demos(previous + kept, env_args=env_args, mode_names=mode_names, layout=layout)
     write_demos(out, demos)
     probe.close()
@@ -161,8 +172,8 @@ def collect(
     return CollectStats(len(kept), tried, seconds, new.tolist())
 
 
-def _previous_episodes(out: str, env_id: str) -> list[Episode]:
-    """Episodes of the file `out` that `--append` adds to (it must hold demos of `env_id`)."""
+def _previous_episodes(out: str, env_id: str, env_kwargs: dict) -> list[Episode]:
+    """Episodes of the file `out` that `--append` adds to (demos of `env_id`, same kwargs)."""
     from pathlib import Path
 
     from diffpolicy.dataset import load_demos
@@ -173,5 +184,10 @@ def _previous_episodes(out: str, env_id: str) -> list[Episode]:
     if demos.env_args.get("env_name") != env_id:
         raise UserError(
             f"--append: {out} holds demos of {demos.env_args.get('env_name')!r}, not {env_id!r}"
+        )
+    if (demos.env_args.get("env_kwargs") or {}) != env_kwargs:
+        raise UserError(
+            f"--append: {out} was collected with env arguments "
+            f"{demos.env_args.get('env_kwargs') or {}}, not {env_kwargs}"
         )
     return list(demos.episodes)

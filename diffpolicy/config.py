@@ -33,6 +33,9 @@ class DataConfig:
     """Keys under `obs/` concatenated (in this order) into the policy's observation vector."""
     goal_key: str | None = "desired_goal"
     """Key under `obs/` whose current value joins the global condition; null for none."""
+    image_keys: tuple[str, ...] = ()
+    """Camera keys under `obs/` (uint8 (H, W, 3) frames, e.g. `top_image`), each seen through
+    its own encoder (`model.vision_*`); all of one size."""
     n_obs_steps: int = 2
     """To: observations the policy sees."""
     horizon: int = 16
@@ -57,6 +60,16 @@ class ModelConfig:
     """Size of the sinusoidal diffusion-step embedding."""
     cond_embed_dim: int = 64
     """Size of a learned mode embedding or projected language embedding."""
+    vision_backbone: str = "small"
+    """small (a 4-layer CNN that trains in minutes on a CPU) | resnet18 (the reference trunk,
+    GroupNorm for BatchNorm): the per-camera trunk before the spatial softmax."""
+    vision_features: int = 64
+    """Features per camera and time step (after the spatial-softmax keypoints)."""
+    vision_keypoints: int = 32
+    """Spatial-softmax keypoints per camera."""
+    crop_ratio: float = 0.9
+    """Side of the crop / side of the image: random crop in training, centre crop at
+    evaluation (1.0 = no crop)."""
 
 
 @dataclass
@@ -150,6 +163,9 @@ class EvalConfig:
     """Episode step limit (0 = the env's default)."""
     seed: int = 1000
     """Seed of the first evaluation episode."""
+    constant_images: bool = False
+    """Ablation: the policy sees every camera frame replaced by one grey image (does the
+    image carry the information? `eval --constant-images`)."""
 
 
 @dataclass
@@ -177,19 +193,34 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the env (e.g. `cameras`, `image_size`). Empty in a YAML file: filled
+    from the dataset's `env_args.env_kwargs` when training starts, so evaluation rebuilds the
+    env the demos came from."""
     dims: dict[str, int] = field(default_factory=dict)
     """Measured from the dataset when training starts (`train` returns a copy of the config
     with them; a YAML file leaves them empty): obs_dim, action_dim, goal_dim, num_modes,
-    lang_dim, lang_instructions (distinct training instructions). Stored in the run directory
-    so a policy can be rebuilt without the data."""
+    lang_dim, lang_instructions (distinct training instructions), image_height, image_width
+    (with image keys). Stored in the run directory so a policy can be rebuilt without the data."""
 
     @property
     def global_cond_dim(self) -> int:
-        """Size of the global condition: To flattened observations + goal (+ extra condition)."""
-        d = self.data.n_obs_steps * self.dims["obs_dim"] + self.dims.get("goal_dim", 0)
+        """Size of the global condition: To flattened observations (and, per camera, image
+        features) + goal (+ extra condition)."""
+        per_step = self.dims["obs_dim"] + len(self.data.image_keys) * self.model.vision_features
+        d = self.data.n_obs_steps * per_step + self.dims.get("goal_dim", 0)
         if self.policy.condition != "none":
             d += self.model.cond_embed_dim
         return d
+
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """(h, w) of the image crop the encoders see (needs dims image_height/width)."""
+        r = self.model.crop_ratio
+        return (
+            max(1, int(round(self.dims["image_height"] * r))),
+            max(1, int(round(self.dims["image_width"] * r))),
+        )
 
 
 @dataclass(frozen=True)
@@ -219,6 +250,7 @@ FLOW_SAMPLERS = ("euler", "heun")
 """The samplers of a flow-matching (velocity) policy; the others are for diffusion."""
 
 CHOICES = {
+    "model.vision_backbone": ("small", "resnet18"),
     "policy.type": ("diffusion", "mse", "gmm"),
     "policy.beta_schedule": ("squaredcos_cap_v2", "linear"),
     "policy.prediction_type": ("epsilon", "sample", "velocity"),
@@ -238,6 +270,8 @@ LIMITS = {
     "model.kernel_size": 31,
     "model.step_embed_dim": 4096,
     "model.cond_embed_dim": 4096,
+    "model.vision_features": 4096,
+    "model.vision_keypoints": 1024,
     "policy.num_train_timesteps": 10_000,
     "policy.gmm_components": 256,
     "train.steps": 100_000_000,
@@ -279,6 +313,15 @@ def validate(cfg: Config) -> Config:
     need(d.n_obs_steps >= 1, f"data.n_obs_steps={d.n_obs_steps} must be >= 1")
     need(ctl.n_action_steps >= 1, f"control.n_action_steps={ctl.n_action_steps} must be >= 1")
     need(len(d.obs_keys) >= 1, "data.obs_keys must name at least one observation key")
+    need(
+        len(set(d.image_keys)) == len(d.image_keys),
+        f"data.image_keys={list(d.image_keys)} names a key twice",
+    )
+    both = sorted(set(d.image_keys) & set(d.obs_keys) | set(d.image_keys) & {d.goal_key})
+    need(not both, f"data.image_keys {both} also named in data.obs_keys or data.goal_key")
+    need(0.5 <= m.crop_ratio <= 1.0, f"model.crop_ratio={m.crop_ratio} must be in [0.5, 1]")
+    need(m.vision_features >= 1, f"model.vision_features={m.vision_features} must be >= 1")
+    need(m.vision_keypoints >= 1, f"model.vision_keypoints={m.vision_keypoints} must be >= 1")
     factor = 2 ** (len(m.down_dims) - 1)
     need(
         d.horizon >= factor and d.horizon % factor == 0,
@@ -396,6 +439,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}={value!r} must be a mapping")
+        if typing.get_args(hint)[1] is Any:  # env_kwargs: plain YAML / JSON values
+            _check_plain(value, where)
+            return {str(k): v for k, v in value.items()}
         for k, v in value.items():
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ConfigError(f"{where}.{k}={v!r} must be an integer")
@@ -422,6 +468,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}={value!r} must be a string")
         return value
     return value
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse anything but str / number / bool / None / lists and mappings of them."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ConfigError(f"{where}={value!r} must be a plain YAML value")
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:

@@ -71,11 +71,12 @@ class RecedingHorizonController:
         self.t[slot] = 0
         self.condition[slot] = condition or {}
 
-    def _features(self, obs: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    def _features(self, obs: dict) -> tuple[dict, np.ndarray | None]:
+        """One history frame ({"obs": (Do,), camera key: (H, W, 3) uint8}) and the goal."""
         d = self.cfg.data
         x = np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in d.obs_keys])
         g = np.asarray(obs[d.goal_key], np.float32).reshape(-1) if d.goal_key else None
-        return x, g
+        return {"obs": x, **{k: np.asarray(obs[k], np.uint8) for k in d.image_keys}}, g
 
     def _plan(self, slots: list[int], goals: dict[int, np.ndarray]) -> np.ndarray:
         """One batched policy call for `slots` -> (len(slots), Tp, A) in env units.
@@ -86,8 +87,11 @@ class RecedingHorizonController:
         """
         n = len(slots)
         slots = slots + [slots[0]] * ((1 << (n - 1).bit_length()) - n)
-        batch = {
-            "obs": torch.from_numpy(np.stack([np.stack(self.history[s]) for s in slots])),
+        batch = {  # obs (B, To, Do), camera keys (B, To, H, W, 3)
+            k: torch.from_numpy(
+                np.stack([np.stack([f[k] for f in self.history[s]]) for s in slots])
+            )
+            for k in ("obs", *self.cfg.data.image_keys)
         }
         if self.cfg.data.goal_key:
             batch["goal"] = torch.from_numpy(np.stack([goals[s] for s in slots]))

@@ -12,6 +12,8 @@ File layout (one file, documented by robomimic as "Dataset Structure"):
 
 Any file in this layout loads, including ones this project did not write; attributes it lacks get
 defaults (mode -1, empty instruction). Attributes are parsed as JSON, never evaluated.
+Camera frames (`obs/<camera>_image`, uint8 (T, H, W, 3)) stay uint8 in RAM and are written
+chunked per frame and gzip-compressed; every other array is float32.
 
 Windows: sample i at time t of an episode holds observations t-To+1 .. t and actions
 t-To+1 .. t-To+Tp. Indices before the start repeat the first frame and are masked out
@@ -38,7 +40,7 @@ MAX_MODES = 4096
 class Episode:
     """One demonstration. Arrays are time-major; T >= 1."""
 
-    obs: dict[str, np.ndarray]  # key -> (T, ...) float32
+    obs: dict[str, np.ndarray]  # key -> (T, ...) float32; camera keys (T, H, W, 3) uint8
     actions: np.ndarray  # (T, A) float32
     rewards: np.ndarray  # (T,) float32
     dones: np.ndarray  # (T,) bool
@@ -76,6 +78,11 @@ class Demos:
         return np.bincount(modes[modes >= 0], minlength=self.num_modes)[: self.num_modes]
 
 
+def is_image(x: np.ndarray) -> bool:
+    """A stack of camera frames: uint8 (T, H, W, 3)."""
+    return x.dtype == np.uint8 and x.ndim == 4 and x.shape[-1] == 3
+
+
 # ---------------------------------------------------------------------------------------- writing
 
 
@@ -92,7 +99,16 @@ def write_demos(path: str | Path, demos: Demos) -> None:
             g.create_dataset("rewards", data=ep.rewards.astype(np.float32))
             g.create_dataset("dones", data=ep.dones.astype(np.int64))
             for key, value in ep.obs.items():
-                g.create_dataset(f"obs/{key}", data=value.astype(np.float32))
+                if is_image(value):
+                    g.create_dataset(
+                        f"obs/{key}",
+                        data=value,
+                        chunks=(1, *value.shape[1:]),
+                        compression="gzip",
+                        compression_opts=4,
+                    )
+                else:
+                    g.create_dataset(f"obs/{key}", data=value.astype(np.float32))
             g.attrs.update(
                 num_samples=len(ep),
                 mode=int(ep.mode),
@@ -241,7 +257,8 @@ def _read_episode(g, path: Path, name: str, obs_keys) -> Episode:
                 f"{path}: data/{name}/obs has no key '{key}' "
                 f"(it has: {', '.join(sorted(g['obs'].keys()))})"
             )
-        x = _array(g["obs"], key, path, f"data/{name}/obs").astype(np.float32)
+        x = _array(g["obs"], key, path, f"data/{name}/obs")
+        x = x if is_image(x) else x.astype(np.float32)
         if x.ndim < 1 or len(x) != T:
             raise DatasetError(
                 f"{path}: data/{name}/obs/{key} has {x.shape[:1]} steps, actions have {T}"
@@ -333,25 +350,33 @@ def make_windows(
     goal_key: str | None,
     n_obs_steps: int,
     horizon: int,
+    image_keys: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """One training window per time step of each chosen episode.
 
     Returns arrays with N = total steps of the episodes `ids`:
         obs (N, To, Do), action (N, Tp, A), action_mask (N, Tp) bool, goal (N, G) [if goal_key],
-        mode (N,) int64, episode (N,) int64 (index into demos.episodes).
+        mode (N,) int64, episode (N,) int64 (index into demos.episodes);
+    with image keys also frame_index (N, To) int64 and, per camera key,
+        `frames/<key>` (N, H, W, 3) uint8: every frame once (not per window); window i's
+        frames are frames[frame_index[i]] (see `frames_of`).
     """
     To, Tp = n_obs_steps, horizon
     out: dict[str, list] = {"obs": [], "action": [], "action_mask": [], "mode": [], "episode": []}
     if goal_key:
         out["goal"] = []
+    if image_keys:
+        out["frame_index"] = []
+        out.update({f"frames/{k}": [] for k in image_keys})
+    start = 0  # index of the episode's first frame among all frames of `ids`
     for i in ids:
         ep = demos.episodes[int(i)]
         T = len(ep)
         obs = episode_obs(ep, obs_keys)
         t = np.arange(T)[:, None]  # (T, 1) current step of each window
-        obs_idx = t + np.arange(-To + 1, 1)[None]  # (T, To)
+        obs_idx = np.clip(t + np.arange(-To + 1, 1)[None], 0, T - 1)  # (T, To)
         act_idx = t + np.arange(-To + 1, -To + 1 + Tp)[None]  # (T, Tp)
-        out["obs"].append(obs[np.clip(obs_idx, 0, T - 1)])
+        out["obs"].append(obs[obs_idx])
         out["action"].append(ep.actions[np.clip(act_idx, 0, T - 1)])
         out["action_mask"].append(act_idx >= 0)
         out["mode"].append(np.full(T, ep.mode, dtype=np.int64))
@@ -363,11 +388,38 @@ def make_windows(
                     f"({', '.join(sorted(ep.obs))}); check data.goal_key"
                 )
             out["goal"].append(ep.obs[goal_key].reshape(T, -1))
+        if image_keys:
+            out["frame_index"].append(start + obs_idx)
+            for k in image_keys:
+                out[f"frames/{k}"].append(episode_images(ep, k))
+        start += T
     windows = {k: np.concatenate(v) for k, v in out.items()}
     for k in ("obs", "action", "goal"):
         if k in windows:
             windows[k] = windows[k].astype(np.float32)
     return windows
+
+
+def episode_images(ep: Episode, key: str) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of camera key `key`; DatasetError naming the key otherwise."""
+    if key not in ep.obs:
+        raise DatasetError(
+            f"camera key '{key}' not in dataset (it has: {', '.join(sorted(ep.obs))}); "
+            "check data.image_keys"
+        )
+    x = ep.obs[key]
+    if not is_image(x):
+        raise DatasetError(
+            f"obs/{key} has shape {tuple(x.shape)} and dtype {x.dtype}: a camera key holds "
+            "uint8 frames (T, H, W, 3)"
+        )
+    return x
+
+
+def frames_of(windows: dict, rows, image_keys: tuple[str, ...]) -> dict:
+    """Camera frames of the windows `rows`: key -> (len(rows), To, H, W, 3) (numpy or torch)."""
+    idx = windows["frame_index"][rows]
+    return {k: windows[f"frames/{k}"][idx] for k in image_keys}
 
 
 def normalizer_data(windows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -191,7 +191,7 @@ class DistillLoss(nn.Module):
         B = batch["obs"].shape[0]
         x_t = torch.randn((B, student.horizon, student.action_dim), device=batch["obs"].device)
         x0 = self.target(batch, x_t)
-        cond = global_condition(student.normalizer, student.cond_encoder, batch)  # (B, Gc)
+        cond = global_condition(student, batch)  # (B, Gc)
         plan = student.schedule.plan(p.sampler, p.num_inference_steps, x_t.device)
         loss = x_t.new_zeros(())
         for k, coef in enumerate(plan.coef):

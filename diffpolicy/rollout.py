@@ -54,7 +54,7 @@ def check_observations(space, cfg) -> None:
     """One line (UserError) unless the env observes the keys and sizes the run was trained on
     (a run evaluated in another task's env), checked once before the first episode."""
     d, dims = cfg.data, cfg.dims
-    keys = (*d.obs_keys, *((d.goal_key,) if d.goal_key else ()))
+    keys = (*d.obs_keys, *((d.goal_key,) if d.goal_key else ()), *d.image_keys)
     spaces = getattr(space, "spaces", {})
     if any(k not in spaces for k in keys):
         raise UserError(
@@ -64,6 +64,13 @@ def check_observations(space, cfg) -> None:
     def size(ks) -> int:
         return sum(int(np.prod(spaces[k].shape)) for k in ks)
 
+    for k in d.image_keys:
+        want_shape = (dims.get("image_height"), dims.get("image_width"), 3)
+        if tuple(spaces[k].shape) != want_shape or spaces[k].dtype != np.uint8:
+            raise UserError(
+                f"{cfg.env_id} camera key '{k}' gives {spaces[k].dtype} frames of shape "
+                f"{tuple(spaces[k].shape)}; the run was trained on uint8 {want_shape}"
+            )
     got = (size(d.obs_keys), size((d.goal_key,)) if d.goal_key else 0)
     want = (dims.get("obs_dim") or got[0], dims.get("goal_dim", got[1]))  # 0: not recorded
     if got != want:
@@ -91,9 +98,12 @@ def rollout(
     "seconds", "policy_seconds", "frames": {episode: [frames]}}).
     """
     n_envs = max(1, min(n_envs, episodes))
-    render = "rgb_array" if video_episodes else None
-    max_steps = {"max_steps": cfg.eval.max_steps} if cfg.eval.max_steps else {}
-    envs = [make_env(cfg.env_id, render_mode=render, **max_steps) for _ in range(n_envs)]
+    kwargs = dict(cfg.env_kwargs)  # as the demos were collected (cameras, image size)
+    if video_episodes:
+        kwargs["render_mode"] = "rgb_array"
+    if cfg.eval.max_steps:
+        kwargs["max_steps"] = cfg.eval.max_steps
+    envs = [make_env(cfg.env_id, **kwargs) for _ in range(n_envs)]
     try:
         check_observations(envs[0].observation_space, cfg)
     except UserError:
@@ -109,9 +119,15 @@ def rollout(
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress)
 
+    def seen(obs: dict) -> dict:
+        """What the policy is shown (eval.constant_images: grey frames)."""
+        if not cfg.eval.constant_images:
+            return obs
+        return {**obs, **{k: np.full_like(obs[k], 127) for k in cfg.data.image_keys}}
+
     def rebuild(slot: int) -> None:
         envs[slot].close()
-        envs[slot] = make_env(cfg.env_id, render_mode=render, **max_steps)
+        envs[slot] = make_env(cfg.env_id, **kwargs)
 
     def start(slot: int) -> None:
         """Begin the next episode in `slot`; an episode whose reset fails is recorded and
@@ -136,7 +152,7 @@ def rollout(
         else:
             return
         ctrl.reset(slot, cond)
-        slot_episode[slot], slot_obs[slot] = i, obs
+        slot_episode[slot], slot_obs[slot] = i, seen(obs)
         rec.path.append(obs["observation"][:2].tolist())
         if i < video_episodes:
             frames[i] = [envs[slot].render()]
@@ -174,7 +190,7 @@ def rollout(
                         rebuild(s)
                     else:
                         rec.length += 1
-                        slot_obs[s] = obs
+                        slot_obs[s] = seen(obs)
                         rec.path.append(obs["observation"][:2].tolist())
                         if rec.episode in frames:
                             frames[rec.episode].append(envs[s].render())

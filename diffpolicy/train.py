@@ -117,14 +117,16 @@ def prepare_data(cfg: Config, device: torch.device):
     d = cfg.data
     if not d.dataset:
         raise UserError("no dataset: pass --dataset FILE or set data.dataset in the config")
-    keys = tuple(dict.fromkeys(d.obs_keys + ((d.goal_key,) if d.goal_key else ())))
+    keys = tuple(dict.fromkeys(d.obs_keys + ((d.goal_key,) if d.goal_key else ()) + d.image_keys))
     demos = load_demos(d.dataset, obs_keys=keys)
     if d.max_episodes:
         demos.episodes = demos.episodes[: d.max_episodes]
     train_ids, val_ids = split_episodes(len(demos.episodes), d.val_fraction, d.split_seed)
 
     def tensors(ids: np.ndarray) -> dict[str, torch.Tensor]:
-        w = make_windows(demos, ids, d.obs_keys, d.goal_key, d.n_obs_steps, d.horizon)
+        w = make_windows(
+            demos, ids, d.obs_keys, d.goal_key, d.n_obs_steps, d.horizon, d.image_keys
+        )
         return {k: torch.from_numpy(v).to(device) for k, v in w.items()}
 
     train, val = tensors(train_ids), tensors(val_ids) if len(val_ids) else None
@@ -145,13 +147,36 @@ def prepare_data(cfg: Config, device: torch.device):
 
 
 def take(data: Batch, idx: torch.Tensor) -> Batch:
-    """Rows `idx` of every window tensor (the episode index stays behind)."""
-    return {k: v[idx] for k, v in data.items() if k != "episode"}
+    """Rows `idx` of every window tensor (the episode index stays behind); camera frames are
+    gathered per window: `<key>` (B, To, H, W, 3) uint8 for each `frames/<key>`."""
+    batch = {
+        k: v[idx]
+        for k, v in data.items()
+        if k not in ("episode", "frame_index") and not k.startswith("frames/")
+    }
+    if "frame_index" in data:
+        rows = data["frame_index"][idx]  # (B, To)
+        for k, v in data.items():
+            if k.startswith("frames/"):
+                batch[k[len("frames/") :]] = v[rows]
+    return batch
 
 
-def data_dims(train: Batch, demos) -> dict[str, int]:
+def image_dims(train: Batch, image_keys: tuple[str, ...]) -> dict[str, int]:
+    """image_height / image_width shared by every camera key (DatasetError if they differ)."""
+    if not image_keys:
+        return {}
+    shapes = {k: tuple(train[f"frames/{k}"].shape[1:]) for k in image_keys}
+    if len(set(shapes.values())) > 1:
+        raise DatasetError(f"camera keys have different frame shapes: {shapes}; use one size")
+    h, w, _ = next(iter(shapes.values()))
+    return {"image_height": int(h), "image_width": int(w)}
+
+
+def data_dims(train: Batch, demos, image_keys: tuple[str, ...] = ()) -> dict[str, int]:
     """What the model's shapes depend on, measured from the training windows."""
     return {
+        **image_dims(train, image_keys),
         "obs_dim": int(train["obs"].shape[-1]),
         "action_dim": int(train["action"].shape[-1]),
         "goal_dim": int(train["goal"].shape[-1]) if "goal" in train else 0,
@@ -426,7 +451,11 @@ def train(
             held.enter_context(writer_lock(run_dir, "run directory"))
             check_run_dir(run_dir, cfg, resume)
         train_data, val_data, demos = prepare_data(cfg, device)
-        cfg = dataclasses.replace(cfg, dims=data_dims(train_data, demos))
+        cfg = dataclasses.replace(
+            cfg,
+            dims=data_dims(train_data, demos, cfg.data.image_keys),
+            env_kwargs=cfg.env_kwargs or dict(demos.env_args.get("env_kwargs") or {}),
+        )
         torch.manual_seed(t.seed + rank)
         policy = build_policy(cfg, train_data, demos, device, init_state)
         ema = copy.deepcopy(policy).requires_grad_(False).eval()

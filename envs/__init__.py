@@ -41,7 +41,8 @@ gymnasium.register(
 
 
 def make_env(env_id: str, **kwargs) -> gymnasium.Env:
-    """gymnasium.make with a one-line UserError for an unknown id."""
+    """gymnasium.make with a one-line UserError for an unknown id or arguments the env refuses
+    (e.g. an unknown camera name)."""
     try:
         return gymnasium.make(env_id, **kwargs)
     except gymnasium.error.Error as e:
@@ -49,6 +50,9 @@ def make_env(env_id: str, **kwargs) -> gymnasium.Env:
         raise UserError(
             f"unknown env id '{env_id}' ({type(e).__name__}); known ids: {', '.join(known)}"
         ) from None
+    except (TypeError, ValueError) as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise UserError(f"{env_id} refuses the arguments ({shown}): {e}") from None
 
 
 def make_expert(

@@ -5,7 +5,14 @@
 checks, ``reset`` (roll the scene back to its snapshot, then let the task place things),
 ``step`` (step count, termination, truncation at ``max_steps``, end-of-episode info), the
 non-finite-action guard, the workspace clip and rate limit of the ee target, ``render`` and
-``close``. The task itself -- geometry, dynamics, success, modes -- stays in the subclass.
+``close``, and camera observations. The task itself -- geometry, dynamics, success, modes --
+stays in the subclass.
+
+Camera observations (off by default). ``cameras=("top",)`` adds the key ``top_image`` to every
+observation: a uint8 ``(image_size, image_size, 3)`` RGB frame (robomimic's ``<camera>_image``
+convention) from the pose the subclass lists under that name in ``CAMERAS``, declared in the
+observation space. With cameras the scene draws the robot with its low-poly meshes (see
+``envs/panda.py``); without, nothing is rendered and nothing changes.
 """
 
 from __future__ import annotations
@@ -14,6 +21,11 @@ import warnings
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+
+from envs.panda import project
+
+MAX_IMAGE_SIZE = 512
 
 
 class PandaEnv(gym.Env):
@@ -33,13 +45,22 @@ class PandaEnv(gym.Env):
     - ``_obs()``, ``_info(success, collision)``: observation and per-step info;
     - ``_end_info(success, collision)``: the extra info keys of an episode's last step.
 
+    ``CAMERAS`` (class attribute) maps camera names to poses (keyword arguments of
+    :meth:`envs.panda.Scene.render` besides the size); ``proprio_keys`` names the observation
+    keys that hold only what the robot senses of itself (no object or goal state).
+
     Args:
         render_mode: None or ``"rgb_array"``.
         max_steps: control steps before ``truncated``.
         max_step_size: most the ee target may move per step (m).
         width, height: size of rendered frames.
         camera: keyword arguments of :meth:`envs.panda.Scene.render` besides the size.
+        cameras: names from ``CAMERAS`` to observe (each adds ``<name>_image``).
+        image_size: side of the square camera observations (pixels).
     """
+
+    CAMERAS: dict[str, dict] = {}
+    proprio_keys: tuple[str, ...] = ("proprio",)
 
     def __init__(
         self,
@@ -49,9 +70,24 @@ class PandaEnv(gym.Env):
         width: int,
         height: int,
         camera: dict,
+        cameras=(),
+        image_size: int = 64,
     ) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r} must be None or 'rgb_array'")
+        if isinstance(cameras, str):
+            cameras = (cameras,)
+        self.cameras = tuple(str(c) for c in cameras)
+        unknown = [c for c in self.cameras if c not in self.CAMERAS]
+        if unknown:
+            raise ValueError(
+                f"unknown camera(s) {unknown}; this env has: {', '.join(self.CAMERAS)}"
+            )
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras={list(self.cameras)} names a camera twice")
+        if not 8 <= int(image_size) <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size={image_size} must be in [8, {MAX_IMAGE_SIZE}]")
+        self.image_size = int(image_size)
         self.render_mode = render_mode
         self.max_steps = int(max_steps)
         self.max_step_size = float(max_step_size)
@@ -65,7 +101,7 @@ class PandaEnv(gym.Env):
         self.scene.restore()
         self._reset_scene(self.np_random)
         self._reset_episode_state()
-        return self._obs(), self._info(False, False)
+        return self._observe(), self._info(False, False)
 
     def step(self, action):
         a = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
@@ -76,7 +112,7 @@ class PandaEnv(gym.Env):
         info = self._info(success, collision)
         if terminated or truncated:
             info.update(self._end_info(success, collision))
-        return self._obs(), float(success), terminated, truncated, info
+        return self._observe(), float(success), terminated, truncated, info
 
     def render(self):
         if self.render_mode != "rgb_array":
@@ -85,6 +121,24 @@ class PandaEnv(gym.Env):
 
     def close(self) -> None:
         self.scene.close()
+
+    # -- cameras --------------------------------------------------------------------------------
+    def image_spaces(self) -> dict[str, spaces.Box]:
+        """Observation-space entries of the chosen cameras: ``<name>_image`` -> uint8 box."""
+        shape = (self.image_size, self.image_size, 3)
+        return {f"{c}_image": spaces.Box(0, 255, shape, dtype=np.uint8) for c in self.cameras}
+
+    def camera_pixels(self, camera: str, points) -> np.ndarray:
+        """World points (N, 3) -> (N, 2) pixel (column, row) in ``<camera>_image``."""
+        s = self.image_size
+        return project(points, s, s, **self.CAMERAS[camera])
+
+    def _observe(self) -> dict:
+        obs = self._obs()
+        s = self.image_size
+        for c in self.cameras:
+            obs[f"{c}_image"] = self.scene.render(s, s, **self.CAMERAS[c])
+        return obs
 
     # -- helpers for subclasses -----------------------------------------------------------------
     def _reset_episode_state(self) -> None:

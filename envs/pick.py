@@ -54,6 +54,10 @@ class PickEnv(PandaEnv):
     | observation | (12,) | ee xyz, finger opening (m), red xyz + yaw, blue xyz + yaw |
     | achieved_goal | (2,) | height of the red / blue cube's bottom above the table (m) |
     | desired_goal | (2,) | (0.1, 0.1): the lift height |
+    | proprio | (4,) | what the robot senses of itself: ee xyz, finger opening (m) |
+    | front_image | (S, S, 3) uint8 | only with ``cameras=("front",)``: facing the robot |
+
+    ``observation`` holds the cube poses (privileged); ``proprio`` and the images do not.
 
     Cube yaw is folded into [-pi/4, pi/4) (the cube's symmetry).
 
@@ -76,10 +80,16 @@ class PickEnv(PandaEnv):
 
     ## Arguments
     ``render_mode`` (None | "rgb_array"), ``max_steps`` (default 80), ``max_step_size``
-    (default 0.04), ``width``/``height`` (default 320x240).
+    (default 0.04), ``width``/``height`` (default 320x240), ``cameras`` (default none),
+    ``image_size`` (side of camera frames, default 64).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    # facing the robot across the cube region: both cubes, the gripper and the lift in view (a
+    # camera from above sees mostly the arm)
+    CAMERAS = {
+        "front": {"target": (0.52, 0.02, 0.03), "distance": 0.45, "yaw": -90.0, "pitch": -45.0}
+    }
 
     def __init__(
         self,
@@ -88,6 +98,8 @@ class PickEnv(PandaEnv):
         max_step_size: float = 0.04,
         width: int = 320,
         height: int = 240,
+        cameras=(),
+        image_size: int = 64,
     ) -> None:
         super().__init__(
             render_mode,
@@ -96,6 +108,8 @@ class PickEnv(PandaEnv):
             width,
             height,
             camera={"target": (0.52, 0.02, 0.05), "distance": 0.85, "yaw": 50.0, "pitch": -55.0},
+            cameras=cameras,
+            image_size=image_size,
         )
         self.task_name = "pick"
         self.num_modes = 2
@@ -118,9 +132,11 @@ class PickEnv(PandaEnv):
                 "observation": spaces.Box(self._obs_low, self._obs_high, dtype=np.float32),
                 "achieved_goal": goal_box,
                 "desired_goal": goal_box,
+                "proprio": spaces.Box(self._obs_low[:4], self._obs_high[:4], dtype=np.float32),
+                **self.image_spaces(),
             }
         )
-        self.scene = Scene(finger_friction=2.0)
+        self.scene = Scene(finger_friction=2.0, low_poly=bool(self.cameras))
         self.scene.add_box("red", HALF, 0.08, (0.85, 0.15, 0.15, 1.0), friction=1.2)
         self.scene.add_box("blue", HALF, 0.08, (0.15, 0.3, 0.85, 1.0), friction=1.2)
         self.scene.save()
@@ -205,7 +221,12 @@ class PickEnv(PandaEnv):
             "observation": o,
             "achieved_goal": np.clip(self._heights(), -1.0, 2.0).astype(np.float32),
             "desired_goal": self._goal.astype(np.float32),
+            "proprio": o[:4].copy(),
         }
+
+    def action_points(self, actions) -> np.ndarray:
+        """Actions (N, 4) -> the ee positions (N, 3) they command."""
+        return np.asarray(actions, dtype=np.float64).reshape(-1, 4)[:, :3]
 
     def _info(self, success: bool, collision: bool) -> dict:
         return {

@@ -198,6 +198,11 @@ class ReachAroundEnv(PandaEnv):
     | observation | (4,) | ee x, ee y (m), ee vx, ee vy (m/s, over the last control step) |
     | achieved_goal | (2,) | ee x, ee y |
     | desired_goal | (2,) | goal centre (reach_around) / (0.5, success_y) (maze) |
+    | proprio | (4,) | what the robot senses of itself: the same values as ``observation`` |
+    | top_image | (S, S, 3) uint8 | only with ``cameras=("top",)``: the field seen from above |
+
+    ``observation`` and ``proprio`` hold no scene state; only ``desired_goal`` is privileged.
+    The green disc at the goal (radius = the success radius) is drawn in camera frames.
 
     ## Rewards
     1.0 on the success step, else 0.0 (see :meth:`compute_reward`).
@@ -221,10 +226,14 @@ class ReachAroundEnv(PandaEnv):
     ## Arguments
     ``layout`` ("reach_around" | "maze"), ``render_mode`` (None | "rgb_array"), ``max_steps``
     (default 60 / 100), ``max_step_size`` (m per step, default 0.04), ``width``/``height`` of
-    rendered frames (default 320x240).
+    rendered frames (default 320x240), ``cameras`` (default none; ``"top"``), ``image_size``
+    (side of camera frames, default 64).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+    # straight down on the centre of the field, +y up in the frame; the whole field is in view
+    CAMERAS = {"top": {"target": (0.5, 0.04, 0.0), "distance": 0.84, "yaw": 0.0, "pitch": -89.9}}
+    proprio_keys = ("observation", "proprio")
 
     def __init__(
         self,
@@ -234,6 +243,8 @@ class ReachAroundEnv(PandaEnv):
         max_step_size: float = 0.04,
         width: int = 320,
         height: int = 240,
+        cameras=(),
+        image_size: int = 64,
     ) -> None:
         super().__init__(
             render_mode,
@@ -242,6 +253,8 @@ class ReachAroundEnv(PandaEnv):
             width,
             height,
             camera={"target": (0.5, 0.02, 0.0), "distance": 1.3, "yaw": 0.0, "pitch": -85.0},
+            cameras=cameras,
+            image_size=image_size,
         )
         self._layout = make_layout(layout)
         self.task_name = "reach_around" if layout == "reach_around" else "reach_around_maze"
@@ -262,10 +275,12 @@ class ReachAroundEnv(PandaEnv):
                 "observation": spaces.Box(self._obs_low, self._obs_high, dtype=np.float32),
                 "achieved_goal": xy,
                 "desired_goal": xy,
+                "proprio": spaces.Box(self._obs_low, self._obs_high, dtype=np.float32),
+                **self.image_spaces(),
             }
         )
 
-        self.scene = Scene()
+        self.scene = Scene(low_poly=bool(self.cameras))
         self._obstacle_names = []
         for i, (x, y, r) in enumerate(lay["obstacles"]):
             name = f"obstacle{i}"
@@ -337,7 +352,13 @@ class ReachAroundEnv(PandaEnv):
             "observation": o,
             "achieved_goal": ee,
             "desired_goal": self._goal.astype(np.float32),
+            "proprio": o.copy(),
         }
+
+    def action_points(self, actions) -> np.ndarray:
+        """Actions (N, 2) -> the world points (N, 3) they command (at the ee height)."""
+        a = np.asarray(actions, dtype=np.float64).reshape(-1, 2)
+        return np.c_[a, np.full(len(a), EE_Z)]
 
     def _info(self, success: bool, collision: bool) -> dict:
         mode = gaps_to_mode(self._gaps, self._layout)

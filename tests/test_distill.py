@@ -57,7 +57,7 @@ def test_student_learns_the_teacher_map_and_samples_in_one_call(tmp_path, teache
     obs = {"obs": torch.randn(5, 2, 2), "goal": torch.randn(5, 2)}
     chunk = student.predict_action_chunk(obs, generator=torch.Generator().manual_seed(3))
     x_T = torch.randn((5, cfg.data.horizon, 2), generator=torch.Generator().manual_seed(3))
-    cond = global_condition(student.normalizer, student.cond_encoder, obs)
+    cond = global_condition(student, obs)
     with torch.no_grad():
         x0 = student.model(x_T, torch.full((5,), p.num_train_timesteps - 1), cond)
     expected = student.normalizer.unnormalize("action", x0.clamp(-1, 1))
@@ -125,7 +125,7 @@ def test_two_step_student_samples_along_the_trajectory_it_was_trained_on(tmp_pat
     obs = {"obs": torch.randn(3, 2, 2), "goal": torch.randn(3, 2)}
     chunk = student.predict_action_chunk(obs, generator=torch.Generator().manual_seed(1))
     x_t = torch.randn((3, cfg.data.horizon, 2), generator=torch.Generator().manual_seed(1))
-    cond = global_condition(student.normalizer, student.cond_encoder, obs)
+    cond = global_condition(student, obs)
     ab = student.schedule.alphas_cumprod
     with torch.no_grad():
         x0 = student.model(x_t, torch.full((3,), 19), cond)

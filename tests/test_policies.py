@@ -140,8 +140,8 @@ def test_diffusion_guidance_paths_and_trace():
     # w=1 is the conditional pass and w=0 the unconditional one, built here from the UNet and
     # the two global conditions (not from policy.denoiser) and sampled from the same noise
     null = torch.ones(4, dtype=torch.bool)
-    cond = global_condition(policy.normalizer, policy.cond_encoder, obs)
-    uncond = global_condition(policy.normalizer, policy.cond_encoder, obs, drop=null)
+    cond = global_condition(policy, obs)
+    uncond = global_condition(policy, obs, drop=null)
     assert not torch.allclose(cond, uncond)  # the mode embedding differs from the null row
     single = {}
     for w, c in ((1.0, cond), (0.0, uncond)):
@@ -374,7 +374,7 @@ def test_latency_print():
     # 37-40 ms, UNet call 4.1-4.3 ms, so a chunk costs 6.8-7.1 UNet calls and 0.75-0.77 eager
     # chunks (wall time at load 1-6 before: 6.6-7.6 and 0.71-0.82).
     eager = dataclasses.replace(Sampling.of(cfg.policy), compiled=False)
-    cond = global_condition(policy.normalizer, policy.cond_encoder, obs)
+    cond = global_condition(policy, obs)
     x, t = torch.randn(1, 16, 2), torch.full((1,), 5)
     calls = {
         "chunk": lambda: policy.predict_action_chunk(obs),

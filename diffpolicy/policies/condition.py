@@ -1,9 +1,13 @@
-"""What every policy shares: the normalizer, the extra condition (mode / language) and the
-global condition vector fed to the backbone.
+"""What every policy shares: the normalizer, the camera encoder, the extra condition (mode /
+language) and the global condition vector fed to the backbone.
 
-    global_cond = concat(flatten_time_major(normalize(obs)) (B, To*Do),
+    global_cond = concat(flatten_time_major(concat(normalize(obs) (B, To, Do),
+                                                   image_features (B, To, C*F))),  # with cameras
                          normalize(goal) (B, G),            # when dims["goal_dim"] > 0
                          cond_emb (B, cond_embed_dim))      # when policy.condition != "none"
+
+A policy module has `.normalizer`, `.image_encoder` (None without `data.image_keys`) and
+`.cond_encoder`; `global_condition(policy, batch)` reads all three.
 
 Adding a condition type = one `elif` in `ConditionEncoder.__init__` and one in
 `ConditionEncoder.forward`.
@@ -17,6 +21,7 @@ from torch import Tensor, nn
 
 from diffpolicy.config import Config
 from diffpolicy.models.unet1d import ConditionalUnet1D
+from diffpolicy.models.vision import ImageEncoder
 from diffpolicy.normalizer import Normalizer
 
 
@@ -31,6 +36,21 @@ def make_unet(cfg: Config, output_dim: int | None = None) -> ConditionalUnet1D:
         n_groups=m.n_groups,
         step_embed_dim=m.step_embed_dim,
         output_dim=output_dim,
+    )
+
+
+def make_image_encoder(cfg: Config) -> ImageEncoder | None:
+    """One encoder per camera key of `data.image_keys` (see models/vision.py), or None."""
+    if not cfg.data.image_keys:
+        return None
+    m = cfg.model
+    return ImageEncoder(
+        cfg.data.image_keys,
+        (cfg.dims["image_height"], cfg.dims["image_width"]),
+        cfg.crop_hw,
+        backbone=m.vision_backbone,
+        features=m.vision_features,
+        keypoints=m.vision_keypoints,
     )
 
 
@@ -152,27 +172,39 @@ class ConditionEncoder(nn.Module):
         raise AssertionError(self.kind)
 
 
+def observation_features(policy: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """(B, To*(Do + C*F) + G): what the policy sees of the world, before the extra condition.
+
+    batch["obs"] (B, To, Do) and batch["goal"] (B, G) in env units, and per camera key
+    batch[key] (B, To, H, W, 3) uint8 when the policy has an image encoder.
+    """
+    obs = policy.normalizer.normalize("obs", batch["obs"].float())  # (B, To, Do)
+    if policy.image_encoder is not None:
+        images = {k: batch[k] for k in policy.image_encoder.cameras}
+        obs = torch.cat([obs, policy.image_encoder(images)], dim=-1)  # (B, To, Do + C*F)
+    parts = [rearrange(obs, "b t d -> b (t d)")]  # time-major flatten
+    if "goal" in policy.normalizer.names:
+        parts.append(policy.normalizer.normalize("goal", batch["goal"].float()))
+    return torch.cat(parts, dim=-1)
+
+
 def global_condition(
-    normalizer: Normalizer,
-    cond_encoder: ConditionEncoder,
+    policy: nn.Module,
     batch: dict[str, Tensor],
     drop: Tensor | None = None,
+    features: Tensor | None = None,
 ) -> Tensor:
-    """(B, To*Do + G + cond_embed_dim) global condition from a batch in env units.
+    """(B, To*(Do + C*F) + G + cond_embed_dim) global condition from a batch in env units.
 
-    batch["obs"] (B, To, Do), batch["goal"] (B, G) if the normalizer has a goal, and the
-    extra condition (batch["mode"] (B,) / batch["lang"] (B, E)). `drop` (B,) bool nulls the
-    extra condition for those rows.
+    `features`: `observation_features(policy, batch)` when the caller has it already (guided
+    sampling builds the conditional and the unconditional vector from one image encoding).
+    The extra condition comes from batch["mode"] (B,) / batch["lang"] (B, E); `drop` (B,) bool
+    nulls it for those rows.
     """
-    obs = normalizer.normalize("obs", batch["obs"].float())  # (B, To, Do)
-    B = obs.shape[0]
-    parts = [rearrange(obs, "b t d -> b (t d)")]  # time-major flatten
-    if "goal" in normalizer.names:
-        parts.append(normalizer.normalize("goal", batch["goal"].float()))
-    emb = cond_encoder(batch, B, drop)
-    if emb is not None:
-        parts.append(emb)
-    return torch.cat(parts, dim=-1)
+    if features is None:
+        features = observation_features(policy, batch)
+    emb = policy.cond_encoder(batch, features.shape[0], drop)
+    return features if emb is None else torch.cat([features, emb], dim=-1)
 
 
 def condition_dropout(cfg: Config, B: int, device: torch.device) -> Tensor | None:

@@ -2,7 +2,8 @@
 `prediction_type: velocity`, integrates the flow-matching velocity from noise to the chunk).
 
 Batch (env units; normalization happens here):
-    obs (B, To, Do), action (B, Tp, A), action_mask (B, Tp) bool, goal (B, G) when
+    obs (B, To, Do), action (B, Tp, A), action_mask (B, Tp) bool, <camera key> (B, To, H, W, 3)
+    uint8 per `data.image_keys`, goal (B, G) when
     dims["goal_dim"] > 0, mode (B,) int64 when condition == "mode", lang (B, E) when
     condition == "language".
 
@@ -22,9 +23,11 @@ from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
     global_condition,
+    make_image_encoder,
     make_normalizer,
     make_unet,
     masked_mean,
+    observation_features,
 )
 from diffpolicy.schedulers import NoiseSchedule, sample
 
@@ -36,6 +39,7 @@ class DiffusionPolicy(nn.Module):
         p = cfg.policy
         self.horizon, self.action_dim = cfg.data.horizon, cfg.dims["action_dim"]
         self.normalizer = make_normalizer(cfg)
+        self.image_encoder = make_image_encoder(cfg)
         self.cond_encoder = ConditionEncoder(cfg)
         self.model = make_unet(cfg)
         self.schedule = NoiseSchedule(p.num_train_timesteps, p.beta_schedule, p.timestep_spacing)
@@ -51,7 +55,7 @@ class DiffusionPolicy(nn.Module):
         x0 = self.normalizer.normalize("action", batch["action"].float())  # (B, Tp, A)
         B = x0.shape[0]
         drop = condition_dropout(self.cfg, B, x0.device)
-        cond = global_condition(self.normalizer, self.cond_encoder, batch, drop)  # (B, Gc)
+        cond = global_condition(self, batch, drop)  # (B, Gc)
         eps = torch.randn_like(x0)
         T, kind = self.schedule.num_train_timesteps, self.cfg.policy.prediction_type
         if kind == "velocity":
@@ -73,14 +77,15 @@ class DiffusionPolicy(nn.Module):
         """
         B = batch["obs"].shape[0]
         device = batch["obs"].device
+        features = observation_features(self, batch)  # the cameras are encoded once
         if self.cfg.policy.condition == "none" or guidance == 1.0:
-            cond = global_condition(self.normalizer, self.cond_encoder, batch)
+            cond = global_condition(self, batch, features=features)
             return lambda x_t, t: self.model(x_t, t, cond)
         null = torch.ones(B, dtype=torch.bool, device=device)
-        uncond = global_condition(self.normalizer, self.cond_encoder, batch, drop=null)
+        uncond = global_condition(self, batch, drop=null, features=features)
         if guidance == 0.0:
             return lambda x_t, t: self.model(x_t, t, uncond)
-        cond = global_condition(self.normalizer, self.cond_encoder, batch)
+        cond = global_condition(self, batch, features=features)
         both = torch.cat((cond, uncond))  # (2B, Gc)
 
         def guided(x_t: Tensor, t: Tensor) -> Tensor:
@@ -113,7 +118,7 @@ class DiffusionPolicy(nn.Module):
             drop = None
             if p.condition != "none" and w == 0.0:
                 drop = torch.ones(x_T.shape[0], dtype=torch.bool, device=x_T.device)
-            cond = global_condition(self.normalizer, self.cond_encoder, obs, drop)  # (B, Gc)
+            cond = global_condition(self, obs, drop)  # (B, Gc)
             return self.fast.sample(cond, x_T, sampling, generator, return_x0, guide)
         return sample(
             self.denoiser(obs, w),

@@ -26,6 +26,7 @@ from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
     global_condition,
+    make_image_encoder,
     make_normalizer,
     make_unet,
 )
@@ -39,6 +40,7 @@ class GMMPolicy(nn.Module):
         self.k = cfg.policy.gmm_components
         self.min_std = cfg.policy.gmm_min_std
         self.normalizer = make_normalizer(cfg)
+        self.image_encoder = make_image_encoder(cfg)
         self.cond_encoder = ConditionEncoder(cfg)
         self.model = make_unet(cfg, output_dim=2 * self.k * self.action_dim)
         hidden = cfg.model.down_dims[-1]
@@ -57,7 +59,7 @@ class GMMPolicy(nn.Module):
         self, batch: dict[str, Tensor], drop: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """logits (B, K), means (B, K, Tp*A), stds (B, K, Tp*A), in normalized units."""
-        cond = global_condition(self.normalizer, self.cond_encoder, batch, drop)  # (B, Gc)
+        cond = global_condition(self, batch, drop)  # (B, Gc)
         zeros = cond.new_zeros((cond.shape[0], self.horizon, self.action_dim))
         out = self.model(zeros, 0, cond)  # (B, Tp, 2*K*A)
         out = rearrange(out, "b t (two k a) -> two b k (t a)", two=2, k=self.k)

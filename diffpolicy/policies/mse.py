@@ -15,6 +15,7 @@ from diffpolicy.policies.condition import (
     ConditionEncoder,
     condition_dropout,
     global_condition,
+    make_image_encoder,
     make_normalizer,
     make_unet,
     masked_mean,
@@ -27,6 +28,7 @@ class MSEPolicy(nn.Module):
         self.cfg = cfg
         self.horizon, self.action_dim = cfg.data.horizon, cfg.dims["action_dim"]
         self.normalizer = make_normalizer(cfg)
+        self.image_encoder = make_image_encoder(cfg)
         self.cond_encoder = ConditionEncoder(cfg)
         self.model = make_unet(cfg)
 
@@ -35,7 +37,7 @@ class MSEPolicy(nn.Module):
 
     def forward(self, batch: dict[str, Tensor], drop: Tensor | None = None) -> Tensor:
         """Normalized chunk (B, Tp, A) from the global condition."""
-        cond = global_condition(self.normalizer, self.cond_encoder, batch, drop)  # (B, Gc)
+        cond = global_condition(self, batch, drop)  # (B, Gc)
         zeros = cond.new_zeros((cond.shape[0], self.horizon, self.action_dim))
         return self.model(zeros, 0, cond)
 
