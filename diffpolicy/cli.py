@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--episodes", type=_at_most(LIMITS["eval.episodes"]), required=True)
     c.add_argument("--out", required=True)
     c.add_argument("--workers", type=_at_most(MAX_WORKERS), default=1)
+    c.add_argument(
+        "--cameras", nargs="+", default=None, metavar="NAME",
+        help="camera observations to record (e.g. top), as <name>_image keys",
+    )  # fmt: skip
+    c.add_argument("--image-size", type=_at_most(512), default=None, help="camera frame side")
     c.add_argument("--seed", type=_nonneg_int, default=0)
     c.add_argument("--mode", type=_nonneg_int, default=None, help="follow only this mode")
     c.add_argument("--keep-failures", action="store_true")
@@ -139,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         help="real-time chunking: inpaint each chunk to the committed actions (control.rtc)",
     )
+    e.add_argument(
+        "--constant-images",
+        action="store_const",
+        const=True,
+        help="ablation: show the policy grey frames instead of its cameras' images",
+    )
     e.add_argument("--seed", type=_nonneg_int)
 
     q = sub.add_parser("quickstart", help="collect -> train 3 policies -> evaluate -> report")
@@ -159,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _camera_kwargs(a) -> dict:
+    """Env arguments of `collect --cameras ... --image-size N`."""
+    kwargs: dict = {}
+    if a.cameras:
+        kwargs["cameras"] = list(a.cameras)
+    if a.image_size is not None:
+        if not a.cameras:
+            raise UserError("--image-size needs --cameras")
+        kwargs["image_size"] = a.image_size
+    return kwargs
+
+
 def cmd_collect(a) -> int:
     from diffpolicy.collect import collect
 
@@ -173,6 +196,7 @@ def cmd_collect(a) -> int:
             mode=a.mode,
             keep_failures=a.keep_failures,
             append=a.append,
+            env_kwargs=_camera_kwargs(a),
         )
     print(
         f"wrote {stats.kept} episodes to {a.out} ({stats.tried} tried, "
@@ -184,6 +208,7 @@ def cmd_collect(a) -> int:
 
 def cmd_info(a) -> int:
     from diffpolicy.dataset import load_demos, summarize
+    from diffpolicy.report import camera_keys, plot_demos
 
     for out in (a.plot, a.json):
         if out:
@@ -198,6 +223,9 @@ def cmd_info(a) -> int:
         f"mean {summary['length_mean']:.1f}, max {summary['length_max']})"
     )
     print(f"obs keys:    {', '.join(f'{k}{v}' for k, v in summary['obs_shapes'].items())}")
+    for key in camera_keys(demos):
+        h, w = demos.episodes[0].obs[key].shape[1:3]
+        print(f"cameras:     {key} {w}x{h}")
     print(f"action dim:  {summary['action_dim']}")
     print("modes:")
     for name, count in summary["modes"].items():
@@ -210,15 +238,8 @@ def cmd_info(a) -> int:
     if a.json:
         write_json(a.json, summary)
     if a.plot:
-        from diffpolicy.report import plot_paths
-
-        plot_paths(
-            a.plot,
-            demos.layout,
-            [(e.obs["observation"][:, :2], e.mode) for e in demos.episodes],
-            demos.mode_names,
-            title=f"{summary['env_id']}: {len(demos.episodes)} demos",
-        )
+        name = summary["env_id"] or Path(a.file).name
+        plot_demos(a.plot, demos, title=f"{name}: {len(demos.episodes)} demos")
         print(f"plot:        {a.plot}")
     return 0
 
@@ -303,6 +324,7 @@ def cmd_eval(a) -> int:
         action_steps=a.action_steps,
         delay=a.delay,
         rtc=a.rtc,
+        constant_images=a.constant_images,
     )
     print(comparison_table({result["policy_type"]: result}))
     if result["commanded_mode_accuracy"] is not None:

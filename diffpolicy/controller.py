@@ -71,6 +71,16 @@ class RecedingHorizonController:
         self.t[slot] = 0
         self.condition[slot] = condition or {}
 
+    def first_chunks(self, obs: dict, condition: dict | None = None) -> np.ndarray:
+        """One chunk per slot (n_slots, Tp, A), all from the same first observation of an
+        episode (`obs`, padded backwards as `act` does): the choices the policy has there."""
+        frame, goal = self._features(obs)
+        slots = list(range(len(self.history)))
+        for s in slots:
+            self.reset(s, condition)
+            self.history[s].extend([frame] * self.To)
+        return self._plan(slots, {s: goal for s in slots})
+
     def _features(self, obs: dict) -> tuple[dict, np.ndarray | None]:
         """One history frame ({"obs": (Do,), camera key: (H, W, 3) uint8}) and the goal."""
         d = self.cfg.data

@@ -195,6 +195,7 @@ def evaluate_run(
     action_steps: int | None = None,
     delay: int | None = None,
     rtc: bool | None = None,
+    constant_images: bool | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
@@ -208,6 +209,7 @@ def evaluate_run(
         control.delay and control.rtc (the control keys only shape the controller, so any
         1 <= Ta <= Tp - To + 1 works without retraining); None keeps the run's own. They are
         applied to the run's config and validated there.
+    constant_images: the ablation eval.constant_images (camera frames replaced by grey).
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
     import torch
@@ -231,6 +233,7 @@ def evaluate_run(
             "control.n_action_steps": action_steps,
             "control.delay": delay,
             "control.rtc": rtc,
+            "eval.constant_images": constant_images,
         },
     )
     policy, cfg = load_policy(run_dir, cfg=cfg)
@@ -276,7 +279,17 @@ def evaluate_run(
     if report_dir:
         from diffpolicy.report import write_eval_report
 
-        write_eval_report(report_dir, demos, result, records, stats["frames"])
+        write_eval_report(
+            report_dir,
+            demos,
+            result,
+            records,
+            stats["frames"],
+            policy=policy,
+            cfg=cfg,
+            seed=seed,
+            condition_fn=condition_fn,
+        )
     if json_path:
         write_json(json_path, result)
     return result

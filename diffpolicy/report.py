@@ -1,7 +1,9 @@
 """Figures, videos and the HTML report.
 
 Top-view path plots are drawn over the task layout (`env.unwrapped.layout()`, stored in the demo
-file): obstacles as circles, start/goal regions as rectangles, the success line if any.
+file): obstacles as circles, start/goal regions as rectangles, the success line if any. Files
+without a layout (or without the ee position in `observation`) are shown by their actions over
+time instead. Runs with cameras also get the policy's own view with sampled chunks drawn on it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ def mode_colors(num_modes: int) -> list:
     plt = _plt()
     cmap = plt.get_cmap("tab10" if num_modes <= 10 else "tab20" if num_modes <= 20 else "hsv")
     return [cmap(k % cmap.N if num_modes <= 20 else k / num_modes) for k in range(num_modes)]
+
+
+def _palette(mode_names: Sequence[str]) -> list:
+    """Colours indexed by mode: the names themselves when they are colours (Pick: "red"; not
+    numbered modes: matplotlib reads "0" and "1" as grey levels)."""
+    from matplotlib.colors import is_color_like
+
+    def colour(n: str) -> bool:
+        return is_color_like(n) and not n.replace(".", "", 1).isdigit()
+
+    if mode_names and all(colour(n) for n in mode_names):
+        return list(mode_names)
+    return mode_colors(max(len(mode_names), 1))
 
 
 def _region(ax, region, color: str, label: str) -> None:
@@ -71,11 +86,7 @@ def plot_paths(
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5, 5))
-    from matplotlib.colors import is_color_like
-
-    colors = mode_colors(max(len(mode_names), 1))
-    if mode_names and all(is_color_like(n) for n in mode_names):  # e.g. Pick: "red", "blue"
-        colors = list(mode_names)
+    colors = _palette(mode_names)
     seen = set()
     for xy, mode in sorted(paths, key=lambda p: p[1]):  # legend in mode order
         color = colors[mode] if 0 <= mode < len(colors) else "0.6"
@@ -136,6 +147,142 @@ def plot_commanded_paths(
     fig.suptitle(title or "paths by commanded mode (dashed: another mode)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out, dpi=110)
+    plt.close(fig)
+
+
+def has_paths(demos) -> bool:
+    """The demos can be drawn as top-view paths: a layout, and the ee (x, y) leading every
+    episode's `observation` (T, >= 2)."""
+    return bool(demos.layout) and all(
+        "observation" in e.obs
+        and e.obs["observation"].ndim == 2
+        and e.obs["observation"].shape[1] >= 2
+        for e in demos.episodes
+    )
+
+
+def plot_demo_actions(axes, demos, max_episodes: int = 200) -> None:
+    """Action dimensions 0 and 1 (one per axis in `axes`) over time, one line per episode,
+    coloured by mode (one colour when the file has no modes)."""
+    names = list(demos.mode_names) or [str(k) for k in range(demos.num_modes)]
+    colors = _palette(names)
+    shown = demos.episodes[:max_episodes]
+    for k, ax in enumerate(axes):
+        seen = set()
+        for e in sorted(shown, key=lambda e: e.mode):  # legend in mode order
+            labelled = 0 <= e.mode < len(names)
+            color = colors[e.mode] if labelled else "0.5" if names else "tab:blue"
+            label = None
+            if e.mode not in seen:
+                seen.add(e.mode)
+                label = names[e.mode] if labelled else "no mode"
+            ax.plot(e.actions[:, k], color=color, lw=0.8, alpha=0.7, label=label)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"action[{k}]")
+        if 1 < len(seen) <= 12:
+            ax.legend(fontsize=7, loc="best")
+    if len(demos.episodes) > max_episodes:
+        axes[0].set_title(f"first {max_episodes} episodes", fontsize=8)
+
+
+def camera_keys(demos) -> list[str]:
+    """Observation keys of the first episode that hold camera frames, in file order."""
+    from diffpolicy.dataset import is_image
+
+    return [k for k, v in demos.episodes[0].obs.items() if is_image(v)] if demos.episodes else []
+
+
+def plot_demos(out: str | Path, demos, title: str = "") -> None:
+    """`diffpolicy info --plot`: top-view paths by mode when the file has a layout and the ee
+    position (`has_paths`), else actions 0 and 1 over time; below them, when the file has
+    cameras, the first and middle frame of the first episode per camera key."""
+    plt = _plt()
+    cams = camera_keys(demos)
+    paths = has_paths(demos)
+    n_main = 1 if paths else min(demos.episodes[0].actions.shape[1], 2)
+    n_frames = 2 * len(cams)
+    width = max(5.0 if paths else 4.0 * n_main + 1.5, 1.6 * n_frames)
+    fig = plt.figure(figsize=(width, 5 + (1.9 if cams else 0)))
+    grid = fig.add_gridspec(2 if cams else 1, 1, height_ratios=[5, 1.9] if cams else [1])
+    main = grid[0].subgridspec(1, n_main)
+    axes = [fig.add_subplot(main[0, j]) for j in range(n_main)]
+    if paths:
+        plot_paths(
+            None,
+            demos.layout,
+            [(e.obs["observation"][:, :2], e.mode) for e in demos.episodes],
+            demos.mode_names,
+            ax=axes[0],
+        )
+    else:
+        plot_demo_actions(axes, demos)
+        title = f"{title}\nactions over time: no layout or ee path in the file"
+    fig.suptitle(title.strip(), fontsize=10)
+    if cams:
+        row = grid[1].subgridspec(1, n_frames)
+        first = demos.episodes[0]
+        for j, key in enumerate(cams):
+            for i, t in enumerate((0, len(first) // 2)):
+                ax = fig.add_subplot(row[0, 2 * j + i])
+                ax.imshow(first.obs[key][t], interpolation="nearest")
+                ax.set_title(f"{key} t={t}", fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, out, dpi=120)
+    plt.close(fig)
+
+
+def camera_chunks(policy, cfg, seed: int, k: int = 8, condition: dict | None = None) -> list:
+    """The policy's view of the episode with `seed`: the env rebuilt as the run's and reset,
+    `k` chunks sampled from that first observation in one batch (generator seeded by `seed`),
+    each chunk from the current step on projected into every camera of the run.
+
+    Returns [{"key": camera key, "frame": (H, W, 3) uint8, "pixels": (k, Tp - To + 1, 2)
+    (column, row), "seed": seed}, ...], one per camera key. `condition` as for the controller.
+    """
+    from diffpolicy.controller import RecedingHorizonController
+    from diffpolicy.rollout import shown
+    from envs import make_env
+
+    ctrl = RecedingHorizonController(policy, cfg, n_slots=k, seed=seed)
+    env = make_env(cfg.env_id, **cfg.env_kwargs)
+    try:
+        obs, _ = env.reset(seed=seed)
+        chunks = ctrl.first_chunks(shown(obs, cfg), condition)[:, ctrl.To - 1 :]
+        points = env.unwrapped.action_points(chunks.reshape(-1, chunks.shape[-1]))  # (k*T, 3)
+        views = []
+        for key in cfg.data.image_keys:
+            pixels = env.unwrapped.camera_pixels(key.removesuffix("_image"), points)  # (k*T, 2)
+            frame = np.asarray(obs[key], np.uint8)
+            views.append(
+                {"key": key, "frame": frame, "pixels": pixels.reshape(k, -1, 2), "seed": seed}
+            )
+        return views
+    finally:
+        env.close()
+
+
+def plot_camera_chunks(out: str | Path, views: Sequence[dict], title: str = "") -> None:
+    """One panel per view of `camera_chunks`: the frame with each sampled chunk drawn as a
+    polyline (a dot at its first action), one colour per chunk."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(views), figsize=(3.4 * len(views), 3.8), squeeze=False)
+    colors = mode_colors(max(len(v["pixels"]) for v in views))
+    for ax, v in zip(axes[0], views):
+        h, w = v["frame"].shape[:2]
+        ax.imshow(v["frame"], extent=(0, w, h, 0), interpolation="nearest")
+        for color, px in zip(colors, v["pixels"]):
+            ax.plot(px[:, 0], px[:, 1], color=color, lw=1.4, alpha=0.9)
+            ax.plot(px[0, 0], px[0, 1], "o", color=color, markersize=4, mec="k", mew=0.5)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{v['key']}, seed {v['seed']}: {len(v['pixels'])} chunks", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=120)
     plt.close(fig)
 
 
@@ -206,9 +353,22 @@ def write_videos(out_dir: str | Path, frames: dict[int, list]) -> list[str]:
     return paths
 
 
-def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames) -> None:
+def write_eval_report(
+    out_dir: str | Path,
+    demos,
+    result: dict,
+    records,
+    frames,
+    policy=None,
+    cfg=None,
+    seed: int | None = None,
+    condition_fn=None,
+) -> None:
     """metrics.json, paths.png (policy next to the training `demos`, None if unavailable),
-    modes.png, actions.png (actions over time, chunk boundaries marked), videos/, index.html."""
+    modes.png, actions.png (actions over time, chunk boundaries marked), videos/, index.html;
+    with `policy` and the evaluated `cfg` of a run with cameras also camera.png: the starts of
+    episodes 0 and 1 (seeds `seed`, `seed` + 1, commanded as `condition_fn` says) in the
+    policy's own view with 8 sampled chunks each."""
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +376,7 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
     names = list(demos.mode_names) if demos else [str(k) for k in range(result["num_modes"])]
     layout = demos.layout if demos else {}
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
-    if demos:
+    if demos and has_paths(demos):
         plot_paths(
             None,
             layout,
@@ -248,12 +408,28 @@ def write_eval_report(out_dir: str | Path, demos, result: dict, records, frames)
     commanded = any(r.commanded_mode is not None for r in records)
     if commanded:
         plot_commanded_paths(out_dir / "commanded.png", layout, records, names)
+    camera = policy is not None and cfg is not None and bool(cfg.data.image_keys)
+    if camera:
+        seed = cfg.eval.seed if seed is None else seed
+        views = []
+        for i in (0, 1):
+            condition = condition_fn(i)[0] if condition_fn else None
+            views += camera_chunks(policy, cfg, seed + i, condition=condition)
+        grey = " (policy shown grey frames)" if getattr(cfg.eval, "constant_images", False) else ""
+        plot_camera_chunks(
+            out_dir / "camera.png",
+            views,
+            title=f"sampled chunks at the start of episodes 0, 1{grey}",
+        )
     videos = write_videos(out_dir / "videos", frames) if frames else []
     write_json(out_dir / "metrics.json", result)
     rows = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
     html = ["<h1>diffpolicy evaluation</h1>", "<table>"]
     html += [f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
-    html += ["</table>", '<img src="paths.png" width="800"><br>', '<img src="modes.png">']
+    html += ["</table>", '<img src="paths.png" width="800">']
+    if camera:
+        html.append('<img src="camera.png" height="400">')
+    html += ["<br>", '<img src="modes.png">']
     html.append('<br><img src="actions.png" width="800">')
     if commanded:
         html.append('<br><img src="commanded.png" width="800">')

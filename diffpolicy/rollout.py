@@ -50,6 +50,14 @@ class EpisodeRecord:
         return d
 
 
+def shown(obs: dict, cfg) -> dict:
+    """What the policy is shown of an observation: with `eval.constant_images` (an ablation)
+    every camera frame is replaced by one grey image."""
+    if not cfg.eval.constant_images:
+        return obs
+    return {**obs, **{k: np.full_like(obs[k], 127) for k in cfg.data.image_keys}}
+
+
 def check_observations(space, cfg) -> None:
     """One line (UserError) unless the env observes the keys and sizes the run was trained on
     (a run evaluated in another task's env), checked once before the first episode."""
@@ -119,12 +127,6 @@ def rollout(
     t0 = time.perf_counter()
     bar = tqdm(total=episodes, desc="eval", unit="ep", disable=not progress)
 
-    def seen(obs: dict) -> dict:
-        """What the policy is shown (eval.constant_images: grey frames)."""
-        if not cfg.eval.constant_images:
-            return obs
-        return {**obs, **{k: np.full_like(obs[k], 127) for k in cfg.data.image_keys}}
-
     def rebuild(slot: int) -> None:
         envs[slot].close()
         envs[slot] = make_env(cfg.env_id, **kwargs)
@@ -152,7 +154,7 @@ def rollout(
         else:
             return
         ctrl.reset(slot, cond)
-        slot_episode[slot], slot_obs[slot] = i, seen(obs)
+        slot_episode[slot], slot_obs[slot] = i, shown(obs, cfg)
         rec.path.append(obs["observation"][:2].tolist())
         if i < video_episodes:
             frames[i] = [envs[slot].render()]
@@ -190,7 +192,7 @@ def rollout(
                         rebuild(s)
                     else:
                         rec.length += 1
-                        slot_obs[s] = seen(obs)
+                        slot_obs[s] = shown(obs, cfg)
                         rec.path.append(obs["observation"][:2].tolist())
                         if rec.episode in frames:
                             frames[rec.episode].append(envs[s].render())

@@ -124,9 +124,7 @@ def prepare_data(cfg: Config, device: torch.device):
     train_ids, val_ids = split_episodes(len(demos.episodes), d.val_fraction, d.split_seed)
 
     def tensors(ids: np.ndarray) -> dict[str, torch.Tensor]:
-        w = make_windows(
-            demos, ids, d.obs_keys, d.goal_key, d.n_obs_steps, d.horizon, d.image_keys
-        )
+        w = make_windows(demos, ids, d.obs_keys, d.goal_key, d.n_obs_steps, d.horizon, d.image_keys)
         return {k: torch.from_numpy(v).to(device) for k, v in w.items()}
 
     train, val = tensors(train_ids), tensors(val_ids) if len(val_ids) else None
