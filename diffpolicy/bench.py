@@ -217,21 +217,32 @@ def policy_from_config(
 
 
 def random_obs(cfg, batch: int, device="cpu") -> dict:
-    """Random observations for a policy of `cfg`: obs (B, To, Do) and goal (B, G) if any."""
+    """Random observations for a policy of `cfg`: obs (B, To, Do), goal (B, G) if any, and
+    uint8 frames (B, To, H, W, 3) per camera key."""
     import torch
 
-    d = cfg.dims
-    obs = {"obs": torch.randn(batch, cfg.data.n_obs_steps, d["obs_dim"], device=device)}
+    d, To = cfg.dims, cfg.data.n_obs_steps
+    obs = {"obs": torch.randn(batch, To, d["obs_dim"], device=device)}
     if d.get("goal_dim"):
         obs["goal"] = torch.randn(batch, d["goal_dim"], device=device)
+    for k in cfg.data.image_keys:
+        shape = (batch, To, d["image_height"], d["image_width"], 3)
+        obs[k] = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     return obs
 
 
 def synthetic_windows(cfg, n: int, device="cpu") -> dict:
-    """`n` random training windows shaped like diffpolicy.train's (obs, goal, action, mask)."""
+    """`n` random training windows shaped like diffpolicy.train's (obs, goal, action, mask;
+    with camera keys `frames/<key>` (n, H, W, 3) and `frame_index` (n, To), as `take` reads)."""
     import torch
 
     data = random_obs(cfg, n, device)
+    if cfg.data.image_keys:
+        for k in cfg.data.image_keys:
+            data[f"frames/{k}"] = data.pop(k)[:, -1]
+        To = cfg.data.n_obs_steps
+        steps = torch.arange(n, device=device)[:, None] + torch.arange(-To + 1, 1, device=device)
+        data["frame_index"] = steps.clamp_min(0)
     data["action"] = torch.randn(n, cfg.data.horizon, cfg.dims["action_dim"], device=device)
     data["action_mask"] = torch.ones(n, cfg.data.horizon, dtype=torch.bool, device=device)
     return data
@@ -328,9 +339,19 @@ class LibraryTrainStep:
 # ------------------------------------------------------------------------------- benchmarks
 
 
-def bench_collect(quick: bool, reach_episodes: int = 200, other_episodes: int = 50) -> list[dict]:
+CAMERA = {
+    "diffpolicy/ReachAround-v0": "top",
+    "diffpolicy/ReachAroundMaze-v0": "top",
+    "diffpolicy/Pick-v0": "front",
+}
+"""The camera each task's vision configs observe."""
+
+
+def bench_collect(
+    quick: bool, reach_episodes: int = 200, other_episodes: int = 50, image_size: int = 0
+) -> list[dict]:
     """Expert episodes per second with 1 and 2 workers, per task (200 ReachAround demos: the
-    foundation target is <= 60 s with 2 workers)."""
+    foundation target is <= 60 s with 2 workers); `image_size` > 0: with the task's camera."""
     from diffpolicy.collect import collect
 
     rows = []
@@ -338,11 +359,15 @@ def bench_collect(quick: bool, reach_episodes: int = 200, other_episodes: int = 
         n = reach_episodes if env_id.endswith("ReachAround-v0") else other_episodes
         n = min(n, 20) if quick else n
         for workers in (1, 2):
+            kwargs = {"cameras": [CAMERA[env_id]], "image_size": image_size} if image_size else {}
             with tempfile.TemporaryDirectory() as d:
-                stats = collect(env_id, n, f"{d}/x.hdf5", workers=workers, progress=False)
+                stats = collect(
+                    env_id, n, f"{d}/x.hdf5", workers=workers, progress=False, env_kwargs=kwargs
+                )
             rows.append(
                 {
                     "env_id": env_id,
+                    "env_kwargs": kwargs,
                     "workers": workers,
                     "episodes": n,
                     "tried": stats.tried,

@@ -1,0 +1,198 @@
+"""Camera observations through the pipeline: envs -> collect -> windows -> train -> eval, and the
+bad input that comes with them (tiny images, tiny encoders; seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium
+import h5py
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from diffpolicy.collect import collect
+from diffpolicy.config import load_config
+from diffpolicy.dataset import Demos, Episode, load_demos, make_windows
+from diffpolicy.errors import UserError
+from diffpolicy.train import take
+from tests.helpers import ROOT, one_line_exit_2
+
+CAMERAS = {"diffpolicy/ReachAround-v0": "top", "diffpolicy/ReachAroundMaze-v0": "top",
+           "diffpolicy/Pick-v0": "front"}  # fmt: skip
+TINY = {
+    "data": {"obs_keys": ["proprio"], "goal_key": None, "image_keys": ["top_image"]},
+    "model": {"vision_features": 8, "vision_keypoints": 4},
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(CAMERAS))
+def test_camera_frames_are_declared_uint8_deterministic_and_pass_check_env(env_id):
+    cam = CAMERAS[env_id]
+    env = gymnasium.make(env_id, cameras=(cam,), image_size=32)
+    space = env.observation_space[f"{cam}_image"]
+    assert space.shape == (32, 32, 3) and space.dtype == np.uint8
+    a, _ = env.reset(seed=5)
+    b, _ = env.reset(seed=5)
+    c, _ = env.reset(seed=6)
+    frame = a[f"{cam}_image"]
+    assert frame.dtype == np.uint8 and frame.shape == (32, 32, 3)
+    np.testing.assert_array_equal(frame, b[f"{cam}_image"])
+    assert not np.array_equal(frame, c[f"{cam}_image"])  # another scene, another picture
+    assert frame.std() > 5  # not a blank frame
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+    plain = gymnasium.make(env_id)  # default: no camera keys, nothing rendered
+    assert not [k for k in plain.observation_space.spaces if k.endswith("_image")]
+    plain.close()
+
+
+def test_the_goal_marker_is_where_the_camera_projection_says():
+    env = gymnasium.make("diffpolicy/ReachAround-v0", cameras=("top",), image_size=64)
+    obs, _ = env.reset(seed=3)
+    u = env.unwrapped
+    col, row = u.camera_pixels("top", [[*obs["desired_goal"], 0.0]])[0]
+    patch = obs["top_image"][int(row) - 1 : int(row) + 2, int(col) - 1 : int(col) + 2]
+    rgb = patch.reshape(-1, 3).astype(int).mean(0)
+    assert rgb[1] > rgb[0] + 40 and rgb[1] > rgb[2] + 40, rgb  # the green disc
+    env.close()
+
+
+def test_unknown_camera_and_bad_size_are_one_line_errors():
+    with pytest.raises(UserError, match="unknown camera.*this env has: top"):
+        envs.make_env("diffpolicy/ReachAround-v0", cameras=("wrist",))
+    with pytest.raises(UserError, match="image_size"):
+        envs.make_env("diffpolicy/Pick-v0", cameras=("front",), image_size=4)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*vision*.yaml")))
+def test_vision_configs_select_no_privileged_key(path):
+    cfg = load_config(path)
+    env = envs.make_env(cfg.env_id, cameras=[k.removesuffix("_image") for k in cfg.data.image_keys])
+    proprio = set(env.unwrapped.proprio_keys)
+    assert cfg.data.image_keys, path
+    assert set(cfg.data.obs_keys) <= proprio, (cfg.data.obs_keys, proprio)
+    assert cfg.data.goal_key is None
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def camera_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cam") / "top.hdf5"
+    kwargs = {"cameras": ["top"], "image_size": 32}
+    collect("diffpolicy/ReachAround-v0", 8, str(out), progress=False, env_kwargs=kwargs)
+    return out
+
+
+def test_collect_writes_compressed_uint8_frames_and_the_env_kwargs(camera_file):
+    with h5py.File(camera_file) as f:
+        ds = f["data/demo_0/obs/top_image"]
+        assert ds.dtype == np.uint8 and ds.shape[1:] == (32, 32, 3)
+        assert ds.compression == "gzip" and ds.chunks == (1, 32, 32, 3)
+        env_args = json.loads(f["data"].attrs["env_args"])
+    assert env_args["env_kwargs"] == {"cameras": ["top"], "image_size": 32}
+    demos = load_demos(camera_file)
+    assert demos.episodes[0].obs["top_image"].dtype == np.uint8
+    assert demos.episodes[0].obs["proprio"].dtype == np.float32
+
+
+def test_windows_hold_each_frame_once_and_take_gathers_the_window():
+    T, To = 7, 3
+    frames = np.zeros((T, 4, 4, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(T)  # pixel (0, 0) holds the time step
+    ep = Episode(obs={"proprio": np.zeros((T, 2), np.float32), "cam_image": frames},
+                 actions=np.zeros((T, 2), np.float32), rewards=np.zeros(T, np.float32),
+                 dones=np.zeros(T, bool))  # fmt: skip
+    demos = Demos([ep, ep])
+    w = make_windows(demos, np.arange(2), ("proprio",), None, To, 4, ("cam_image",))
+    assert w["frames/cam_image"].shape == (2 * T, 4, 4, 3)  # once per step, not per window
+    data = {k: torch.from_numpy(v) for k, v in w.items()}
+    batch = take(data, torch.tensor([0, 5, T + 1]))
+    got = batch["cam_image"][:, :, 0, 0, 0].numpy()
+    np.testing.assert_array_equal(got, [[0, 0, 0], [3, 4, 5], [0, 0, 1]])  # padded backwards
+    assert batch["cam_image"].dtype == torch.uint8 and "frames/cam_image" not in batch
+
+
+def _tiny_config(tmp_path, **data):
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    cfg = {"base": str(ROOT / "configs" / "debug.yaml"), **TINY}
+    cfg["data"] = {**cfg["data"], **data}
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def image_run(camera_file, tmp_path_factory):
+    from diffpolicy.cli import main
+
+    d = tmp_path_factory.mktemp("imgrun")
+    cfg = _tiny_config(d)
+    assert main(["train", cfg, "--dataset", str(camera_file), "--out", str(d / "run")]) == 0
+    return d / "run"
+
+
+def test_an_image_run_trains_records_its_env_and_evaluates(image_run, tmp_path):
+    from diffpolicy.checkpoint import load_policy
+    from diffpolicy.evaluate import evaluate_run
+
+    policy, cfg = load_policy(image_run)
+    assert cfg.env_kwargs == {"cameras": ["top"], "image_size": 32}
+    assert cfg.dims["image_height"] == 32 and policy.image_encoder is not None
+    result = evaluate_run(image_run, 2, n_envs=2, progress=False)
+    assert result["episodes"] == 2 and not any(r.get("error") for r in result["records"])
+    grey = evaluate_run(image_run, 2, n_envs=2, progress=False, constant_images=True)
+    assert grey["episodes"] == 2
+
+
+def test_the_image_changes_the_chunk(image_run):
+    """The encoder is in the path: another frame, other actions (same noise)."""
+    from diffpolicy.bench import random_obs
+    from diffpolicy.checkpoint import load_policy
+
+    policy, cfg = load_policy(image_run)
+    obs = random_obs(cfg, 2)
+    other = {**obs, "top_image": torch.zeros_like(obs["top_image"])}
+    outs = []
+    for o in (obs, other):
+        g = torch.Generator().manual_seed(0)
+        outs.append(policy.predict_action_chunk(o, generator=g))
+    assert not torch.allclose(outs[0], outs[1])
+
+
+def test_bad_camera_input_is_one_line_and_exit_2(camera_file, image_run, tmp_path, capsys):
+    missing = _tiny_config(tmp_path, image_keys=["side_image"])
+    out = str(tmp_path / "r")
+    one_line_exit_2(capsys, ["train", missing, "--dataset", str(camera_file), "--out", out],
+                    "side_image")  # fmt: skip
+    not_image = _tiny_config(tmp_path, image_keys=["observation"])
+    one_line_exit_2(capsys, ["train", not_image, "--dataset", str(camera_file), "--out", out],
+                    "uint8 frames")  # fmt: skip
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+    one_line_exit_2(capsys, ["collect", "diffpolicy/ReachAround-v0", "--episodes", "1",
+                             "--cameras", "wrist", "--out", str(tmp_path / "x.hdf5")],
+                    "unknown camera")  # fmt: skip
+    assert not (tmp_path / "x.hdf5").exists()
+    # a run evaluated in an env that renders another size than it was trained on
+    cfg_path = image_run / "config.yaml"
+    saved = cfg_path.read_text()
+    try:
+        cfg_path.write_text(saved.replace("image_size: 32", "image_size: 48"))
+        one_line_exit_2(capsys, ["eval", str(image_run), "--episodes", "1"], "(32, 32, 3)")
+    finally:
+        cfg_path.write_text(saved)
+
+
+def test_a_damaged_image_dataset_is_one_line(camera_file, tmp_path, capsys):
+    broken = tmp_path / "broken.hdf5"
+    broken.write_bytes(camera_file.read_bytes())
+    with h5py.File(broken, "r") as f:
+        ds = f["data/demo_0/obs/top_image"]
+        offset = ds.id.get_chunk_info(2).byte_offset
+    raw = bytearray(broken.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64  # corrupt one compressed frame
+    broken.write_bytes(bytes(raw))
+    one_line_exit_2(capsys, ["info", str(broken)], "top_image")
