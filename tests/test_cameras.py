@@ -196,3 +196,17 @@ def test_a_damaged_image_dataset_is_one_line(camera_file, tmp_path, capsys):
     raw[offset : offset + 64] = b"\xff" * 64  # corrupt one compressed frame
     broken.write_bytes(bytes(raw))
     one_line_exit_2(capsys, ["info", str(broken)], "top_image")
+
+
+def test_an_image_run_distills_into_a_two_step_student(image_run, tmp_path):
+    from diffpolicy.checkpoint import load_policy
+    from diffpolicy.distill import distill
+
+    student = distill(image_run, tmp_path / "student", ["train.steps=4"], progress=False)
+    policy, cfg = load_policy(student)
+    assert cfg.policy.num_inference_steps == 2 and cfg.data.image_keys == ("top_image",)
+    teacher, _ = load_policy(image_run)
+    enc = {k: v for k, v in policy.state_dict().items() if k.startswith("image_encoder.")}
+    assert enc  # the student sees the camera through its own copy of the teacher's encoder
+    ref = teacher.state_dict()
+    assert any(not torch.equal(v, ref[k]) for k, v in enc.items())  # and trains it
