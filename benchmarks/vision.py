@@ -11,7 +11,8 @@
   CNN) and the same with model.vision_backbone=resnet18, on synthetic 64x64 windows, with the
   shares of the step spent gathering the batch (`take`) and converting + cropping the frames.
 - memory: peak RSS of a process that loads a file of N Pick-sized image episodes (one 64x64
-  camera, 50 steps each, synthetic frames) and trains 20 steps on it, N = 1,000 and 5,000.
+  camera, 22 steps each, the mean of 1,000 real Pick demos; synthetic frames) and trains 20
+  steps on it, N = 1,000 and 5,000.
 - latency: ms per chunk at batch 1 on one thread, encoder included, for the vision config and
   its 2-step student settings (a trained `--run` / `--student` when given, else fresh weights:
   latency does not depend on the weights).
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from diffpolicy import bench  # noqa: E402
 
 VISION = "reach_around_vision.yaml"
+PICK_STEPS = 22  # mean length of 1,000 Pick-v0 expert demos
 DIMS = {**bench.DIMS, "goal_dim": 0, "image_height": 64, "image_width": 64}
 
 
@@ -126,15 +128,15 @@ import resource, sys, h5py, numpy as np
 sys.path.insert(0, {root!r})
 from diffpolicy.config import load_config, with_dataset, replace_values
 from diffpolicy.train import train
-path, n = sys.argv[1], int(sys.argv[2])
+path, n, T = sys.argv[1], int(sys.argv[2]), {steps}
 rng = np.random.default_rng(0)
-base = rng.integers(0, 256, (50, 64, 64, 3), dtype=np.uint8)  # 50 synthetic frames, reused
+base = rng.integers(0, 256, (T, 64, 64, 3), dtype=np.uint8)  # synthetic frames, reused
 with h5py.File(path, "w") as f:
     f.create_group("data").attrs["env_args"] = '{{"env_name": "diffpolicy/Pick-v0"}}'
     for i in range(n):
         g = f.create_group(f"data/demo_{{i}}")
-        g["actions"] = rng.normal(size=(50, 4)).astype(np.float32)
-        g["obs/proprio"] = rng.normal(size=(50, 4)).astype(np.float32)
+        g["actions"] = rng.normal(size=(T, 4)).astype(np.float32)
+        g["obs/proprio"] = rng.normal(size=(T, 4)).astype(np.float32)
         g["obs/front_image"] = np.roll(base, i, axis=2)
 cfg = load_config({config!r}, ["data.obs_keys=[proprio]", "data.image_keys=[front_image]",
                    "train.steps=20", "train.val_every=1000", "train.checkpoint_every=1000"])
@@ -147,11 +149,13 @@ def memory_rows(quick: bool) -> list[dict]:
     rows = []
     for n in (100,) if quick else (1000, 5000):
         with tempfile.TemporaryDirectory() as d:
-            code = MEMORY_CHILD.format(root=str(ROOT), config=str(bench.CONFIGS / VISION))
+            code = MEMORY_CHILD.format(
+                root=str(ROOT), config=str(bench.CONFIGS / VISION), steps=PICK_STEPS
+            )
             out = subprocess.run([sys.executable, "-c", code, f"{d}/x.hdf5", str(n)],
                                  capture_output=True, text=True, check=True)  # fmt: skip
-        frames_gib = n * 50 * 64 * 64 * 3 / 2**30
-        rows.append({"episodes": n, "steps_per_episode": 50, "image": [64, 64, 3],
+        frames_gib = n * PICK_STEPS * 64 * 64 * 3 / 2**30
+        rows.append({"episodes": n, "steps_per_episode": PICK_STEPS, "image": [64, 64, 3],
                      "frames_gib": frames_gib,
                      "peak_rss_gib": int(out.stdout.split()[-1]) / 2**30})  # fmt: skip
         print(f"memory {rows[-1]}", flush=True)
@@ -159,8 +163,11 @@ def memory_rows(quick: bool) -> list[dict]:
 
 
 def latency_rows(run: str | None, student: str | None, quick: bool) -> list[dict]:
+    import torch
+
     from diffpolicy.checkpoint import load_policy
     from diffpolicy.config import Sampling
+    from diffpolicy.policies.condition import observation_features
 
     reps = 20 if quick else 100
     rows = []
@@ -175,7 +182,11 @@ def latency_rows(run: str | None, student: str | None, quick: bool) -> list[dict
             policy.eval()
         sampling = Sampling.of(cfg.policy)
         row = bench.latency_row(policy, cfg, label, 1, 1, sampling, reps)
-        rows.append({**row, "weights": path or "fresh"})
+        obs = bench.random_obs(cfg, 1)
+        with torch.inference_mode():  # the camera encoder alone (eager, once per chunk)
+            wall, _ = bench.time_call(lambda o=obs, p=policy: observation_features(p, o), reps)
+        rows.append({**row, "weights": path or "fresh", "encoder_ms": statistics.median(wall)})
+        print(f"  of which the encoder: {rows[-1]['encoder_ms']:.2f} ms", flush=True)
     return rows
 
 

@@ -128,6 +128,9 @@ def prepare_data(cfg: Config, device: torch.device):
         return {k: torch.from_numpy(v).to(device) for k, v in w.items()}
 
     train, val = tensors(train_ids), tensors(val_ids) if len(val_ids) else None
+    for ep in demos.episodes:  # the windows hold the only copy of the camera frames now
+        for k in d.image_keys:
+            ep.obs.pop(k, None)
     if cfg.policy.condition == "mode" and (train["mode"] < 0).any():
         raise DatasetError("policy.condition=mode needs every episode to have a mode label")
     if cfg.policy.condition == "language":

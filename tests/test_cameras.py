@@ -210,3 +210,28 @@ def test_an_image_run_distills_into_a_two_step_student(image_run, tmp_path):
     assert enc  # the student sees the camera through its own copy of the teacher's encoder
     ref = teacher.state_dict()
     assert any(not torch.equal(v, ref[k]) for k, v in enc.items())  # and trains it
+
+
+def test_a_foreign_robomimic_image_file_trains(tmp_path):
+    """A file written by another tool (h5py directly, robomimic key names, no compression)."""
+    from diffpolicy.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "foreign.hdf5"
+    with h5py.File(path, "w") as f:
+        f.create_group("data").attrs["env_args"] = json.dumps({"env_name": "Lift", "env_type": 1})
+        for i in range(4):
+            g = f.create_group(f"data/demo_{i}")
+            g["actions"] = rng.normal(size=(10, 7)).astype(np.float32)
+            g["obs/robot0_eef_pos"] = rng.normal(size=(10, 3))  # float64, as robomimic writes
+            g["obs/agentview_image"] = rng.integers(0, 256, (10, 24, 24, 3), dtype=np.uint8)
+    cfg = tmp_path / "foreign.yaml"
+    cfg.write_text(
+        f"base: {ROOT / 'configs' / 'debug.yaml'}\nenv_id: Lift\n"
+        "data: {obs_keys: [robot0_eef_pos], goal_key: null, image_keys: [agentview_image]}\n"
+        "model: {vision_features: 8, vision_keypoints: 4}\ntrain: {steps: 3}\n"
+    )
+    assert main(["train", str(cfg), "--dataset", str(path), "--out", str(tmp_path / "r")]) == 0
+    from diffpolicy.checkpoint import load_run_config
+
+    assert load_run_config(tmp_path / "r").dims["image_height"] == 24
