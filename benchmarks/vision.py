@@ -16,7 +16,8 @@
 - latency: ms per chunk at batch 1 on one thread, encoder included, for the vision config and
   its 2-step student settings (a trained `--run` / `--student` when given, else fresh weights:
   latency does not depend on the weights).
-- eval: episodes per minute of `--run` (or fresh weights) with 1, 2 and 8 env slots.
+- vector_env: env steps/s of 8 camera envs in this process and in worker processes.
+- eval: episodes per minute of `--run` with 1, 2 and 8 env slots.
 """
 
 from __future__ import annotations
@@ -84,6 +85,28 @@ def step_rows(quick: bool) -> list[dict]:
                          "ms_per_step": (time.perf_counter() - t0) / n * 1e3})  # fmt: skip
             print(f"step {rows[-1]}", flush=True)
             env.close()
+    return rows
+
+
+def vector_rows(quick: bool) -> list[dict]:
+    """Env steps/s of 8 ReachAround envs with the top camera, stepped in this process
+    (gymnasium's SyncVectorEnv, as rollouts do) and in 2 worker processes (AsyncVectorEnv)."""
+    import gymnasium
+
+    rows = []
+    make = [lambda: gymnasium.make("envs:diffpolicy/ReachAround-v0", cameras=("top",))] * 8
+    for name, cls in (("sync", gymnasium.vector.SyncVectorEnv),
+                      ("async", gymnasium.vector.AsyncVectorEnv)):  # fmt: skip
+        kwargs = {"context": "spawn"} if name == "async" else {}
+        venv = cls(make, **kwargs)
+        venv.reset(seed=0)
+        n, t0 = 20 if quick else 200, time.perf_counter()
+        for _ in range(n):
+            venv.step(venv.action_space.sample())
+        rows.append({"vector_env": name, "envs": 8,
+                     "env_steps_per_s": 8 * n / (time.perf_counter() - t0)})  # fmt: skip
+        print(f"vector {rows[-1]}", flush=True)
+        venv.close()
     return rows
 
 
@@ -217,6 +240,7 @@ def main() -> None:
     data = {
         "render": render_rows(a.quick),
         "env_step": step_rows(a.quick),
+        "vector_env": vector_rows(a.quick),
         "collect": bench.bench_collect(a.quick, 40, 20, image_size=64),
         "train": train_rows(a.quick),
         "memory": memory_rows(a.quick),

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     c = sub.add_parser("collect", help="run a scripted expert and write demos (HDF5)")
-    c.add_argument("env_id")
+    c.add_argument("env_id", help="gymnasium id; module:EnvId imports module first")
     c.add_argument("--episodes", type=_at_most(LIMITS["eval.episodes"]), required=True)
     c.add_argument("--out", required=True)
     c.add_argument("--workers", type=_at_most(MAX_WORKERS), default=1)
@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=_nonneg_int, default=0)
     c.add_argument("--mode", type=_nonneg_int, default=None, help="follow only this mode")
     c.add_argument("--keep-failures", action="store_true")
+    c.add_argument(
+        "--expert",
+        metavar="MODULE:CALLABLE",
+        help="your expert: callable(env, mode=None, rng=Generator) -> obj with reset(obs, info), "
+        "act(obs); default: the task's own (diffpolicy envs)",
+    )
     c.add_argument(
         "--append",
         action="store_true",
@@ -197,6 +203,7 @@ def cmd_collect(a) -> int:
             keep_failures=a.keep_failures,
             append=a.append,
             env_kwargs=_camera_kwargs(a),
+            expert=a.expert,
         )
     print(
         f"wrote {stats.kept} episodes to {a.out} ({stats.tried} tried, "

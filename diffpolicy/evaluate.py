@@ -13,6 +13,11 @@ Definitions:
     path_roughness, path_jerk, action_roughness (each also relative to the demos') and
     boundary_jump_ratio (see `smoothness`);
     95% bootstrap intervals for every rate.
+
+Mode metrics need a mode classifier: the env reports `info["mode"]` at the end of an episode and
+the demos have mode labels. Without one (a foreign env, unlabelled demos) every mode metric is
+null and the JSON carries a one-line `note` saying why (`mode_note`). Path metrics need the ee
+path (Dict observations with `observation`); without it they are null.
 """
 
 from __future__ import annotations
@@ -42,25 +47,66 @@ def training_demos(cfg):
 
 
 def demo_mode_probs(demos) -> list[float] | None:
-    """(K,) mode probabilities of the demonstrations, or None without demos."""
-    if demos is None:
+    """(K,) mode probabilities of the demonstrations, or None without demos or modes."""
+    if demos is None or demos.num_modes == 0:
         return None
     counts = demos.mode_counts().astype(float)
     return (counts / max(counts.sum(), 1)).tolist()
 
 
+MODE_METRICS = (
+    "mode_probs",
+    "normalized_entropy",
+    "normalized_entropy_ci95",
+    "modes_covered",
+    "tv_to_demos",
+    "tv_to_demos_ci95",
+    "kl_to_demos",
+    "interpolation_rate",
+    "interpolation_rate_ci95",
+    "mode_switch_rate",
+    "mode_switch_rate_ci95",
+    "commanded_mode_accuracy",
+    "commanded_mode_accuracy_ci95",
+)
+"""Keys of the evaluation JSON that need a mode classifier (null without one)."""
+
+
+def mode_note(records: list[EpisodeRecord], num_modes: int, env_id: str) -> str | None:
+    """Why the mode metrics are null (one line), or None when there is a mode classifier: the
+    run knows modes (its demos had labels) and the env reported `info["mode"]` at the end of
+    its episodes (those that ended without an error)."""
+    if num_modes == 0:
+        return "no mode metrics: the training demos have no mode labels (num_modes 0)"
+    ended = [r for r in records if r.error is None]
+    if ended and not any(r.mode_reported for r in ended):
+        return f"no mode metrics: {env_id} reports no info['mode'] (no mode classifier)"
+    return None
+
+
 def demo_smoothness(demos) -> dict | None:
     """Mean path roughness, path jerk and action roughness of the demonstrations, computed
-    exactly as for rollouts (ee path = the first two entries of `observation`)."""
-    if demos is None or not demos.episodes or "observation" not in demos.episodes[0].obs:
+    exactly as for rollouts (ee path = the first two entries of `observation`; the path values
+    are None when the file has no such key)."""
+    if demos is None or not demos.episodes:
         return None
-    path = [metrics.roughness(e.obs["observation"][:, :2]) for e in demos.episodes]
     act = [metrics.roughness(e.actions)[0] for e in demos.episodes]
-    return {
-        "path_roughness": float(np.nanmean([p[0] for p in path])),
-        "path_jerk": float(np.nanmean([p[1] for p in path])),
-        "action_roughness": float(np.nanmean(act)),
-    }
+    out = {"path_roughness": None, "path_jerk": None, "action_roughness": _nanmean(act)}
+    obs = [e.obs.get("observation") for e in demos.episodes]
+    if all(o is not None and o.ndim == 2 and o.shape[1] >= 2 for o in obs):
+        path = [metrics.roughness(o[:, :2]) for o in obs]
+        out.update(
+            path_roughness=_nanmean([p[0] for p in path]),
+            path_jerk=_nanmean([p[1] for p in path]),
+        )
+    return out
+
+
+def _nanmean(values) -> float | None:
+    """Mean of the finite values, None when there is none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else None
 
 
 def smoothness(records: list[EpisodeRecord], demo: dict | None) -> dict:
@@ -68,20 +114,27 @@ def smoothness(records: list[EpisodeRecord], demo: dict | None) -> dict:
     difference| of the ee path), path jerk (mean squared third difference) and action roughness
     (the same of the executed actions), each averaged with a 95% interval and as a ratio to the
     demos' value; and the chunk-boundary jump: the mean step |a_t - a_t-1| into a new chunk
-    relative to the mean step within a chunk (1.0 = boundaries are invisible)."""
+    relative to the mean step within a chunk (1.0 = boundaries are invisible).
+    Episodes without an ee path (`EpisodeRecord.path` empty: no Dict observation with an
+    `observation` key) add nothing to the path values; with none, they and the demos' are None."""
     done = [r for r in records if len(r.actions) >= 4]
-    path = np.array([metrics.roughness(np.asarray(r.path)) for r in done]).reshape(-1, 2)
+    path = np.array([metrics.roughness(np.asarray(r.path)) for r in done if r.path])
+    path = path.reshape(-1, 2)  # (episodes with a path, 2)
     per = {
         "path_roughness": path[:, 0],
         "path_jerk": path[:, 1],
         "action_roughness": [metrics.roughness(np.stack(r.actions))[0] for r in done],
     }
+    demo = dict(demo or {})
+    if not len(path):  # no ee path in the rollouts: nothing to compare the demos' with
+        demo.update(path_roughness=None, path_jerk=None)
     out: dict = {}
     for name, values in per.items():
         v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]  # episodes too short for the difference
         out[name] = float(v.mean()) if len(v) else None
         out[f"{name}_ci95"] = list(metrics.bootstrap_ci(v)) if len(v) else None
-        ref = (demo or {}).get(name)
+        ref = demo.get(name)
         out[f"demo_{name}"] = ref
         out[f"{name}_rel_demos"] = out[name] / ref if ref and out[name] is not None else None
         if ref and len(v):
@@ -90,7 +143,8 @@ def smoothness(records: list[EpisodeRecord], demo: dict | None) -> dict:
     ratio = metrics.jump_ratio(jumps) if len(done) else math.nan
     out["boundary_jump_ratio"] = None if math.isnan(ratio) else ratio
     if out["boundary_jump_ratio"] is not None:
-        out["boundary_jump_ratio_ci95"] = list(metrics.bootstrap_ci(jumps, metrics.jump_ratio))
+        ci = metrics.bootstrap_ci(jumps, metrics.jump_ratio)  # nan: resamples without a jump
+        out["boundary_jump_ratio_ci95"] = None if any(map(math.isnan, ci)) else list(ci)
     return out
 
 
@@ -100,8 +154,11 @@ def aggregate(
     demo_probs: list[float] | None,
     latency_ms: list[float],
     batch_sizes: list[int],
+    note: str | None = None,
 ) -> dict:
-    """Evaluation JSON (see module docstring) from per-episode records."""
+    """Evaluation JSON (see module docstring) from per-episode records. `note` (from
+    `mode_note`): there is no mode classifier, so the `MODE_METRICS` are None and the note is
+    kept in the JSON."""
     n = len(records)
 
     def rate(flags: np.ndarray) -> tuple[float, list[float]]:
@@ -174,6 +231,10 @@ def aggregate(
     out["chunk_latency_p95_ms"] = float(np.percentile(latency_ms, 95)) if latency_ms else None
     out["mean_batch_size"] = float(np.mean(batch_sizes)) if batch_sizes else None
     out["episode_length_mean"] = float(np.mean([r.length for r in records])) if n else None
+    if note is not None:
+        out.update(dict.fromkeys(MODE_METRICS), note=note)
+        out.pop("commanded_mode_accuracy_per_mode", None)
+        out.pop("commanded_mode_accuracy_per_instruction", None)
     return out
 
 
@@ -250,8 +311,16 @@ def evaluate_run(
         progress=progress,
     )
     demos = training_demos(cfg)
+    note = mode_note(records, num_modes, cfg.env_id)
+    if note and progress:
+        print(f"note: {note}")
     result = aggregate(
-        records, num_modes, demo_mode_probs(demos), stats["latency_ms"], stats["batch_sizes"]
+        records,
+        num_modes,
+        demo_mode_probs(demos),
+        stats["latency_ms"],
+        stats["batch_sizes"],
+        note=note,
     )
     result.update(smoothness(records, demo_smoothness(demos)))
     result.update(

@@ -375,35 +375,39 @@ def write_eval_report(
     plt = _plt()
     names = list(demos.mode_names) if demos else [str(k) for k in range(result["num_modes"])]
     layout = demos.layout if demos else {}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
-    if demos and has_paths(demos):
+    colored = [(np.asarray(r.path), r.mode if r.success else -1) for r in records[:200] if r.path]
+    demo_paths = bool(demos) and has_paths(demos)
+    if colored or demo_paths:  # no ee path anywhere (e.g. a Box observation): no paths.png
+        fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+        if demo_paths:
+            plot_paths(
+                None,
+                layout,
+                [(e.obs["observation"][:, :2], e.mode) for e in demos.episodes[:200]],
+                names,
+                title=f"demos ({len(demos.episodes)})",
+                ax=axes[0],
+            )
+        entropy = result["normalized_entropy"]
         plot_paths(
             None,
             layout,
-            [(e.obs["observation"][:, :2], e.mode) for e in demos.episodes[:200]],
+            colored,
             names,
-            title=f"demos ({len(demos.episodes)})",
-            ax=axes[0],
+            ax=axes[1],
+            title=f"{result['policy_type']}: success {result['success_rate']:.2f}"
+            + (f", entropy {entropy:.2f}" if entropy is not None else ""),
         )
-    colored = [(np.asarray(r.path), r.mode if r.success else -1) for r in records[:200]]
-    plot_paths(
-        None,
-        layout,
-        colored,
-        names,
-        ax=axes[1],
-        title=f"{result['policy_type']}: success {result['success_rate']:.2f}, "
-        f"entropy {result['normalized_entropy']:.2f}",
-    )
-    fig.tight_layout()
-    save_figure(fig, out_dir / "paths.png", dpi=110)
-    plt.close(fig)
-    plot_mode_bars(
-        out_dir / "modes.png",
-        names,
-        {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
-        title="mode probabilities (successful episodes)",
-    )
+        fig.tight_layout()
+        save_figure(fig, out_dir / "paths.png", dpi=110)
+        plt.close(fig)
+    if result["mode_probs"] is not None:  # null without a mode classifier
+        plot_mode_bars(
+            out_dir / "modes.png",
+            names,
+            {"demos": result["demo_mode_probs"], result["policy_type"]: result["mode_probs"]},
+            title="mode probabilities (successful episodes)",
+        )
     plot_actions(out_dir / "actions.png", records)
     commanded = any(r.commanded_mode is not None for r in records)
     if commanded:
@@ -426,10 +430,13 @@ def write_eval_report(
     rows = {k: v for k, v in result.items() if isinstance(v, (int, float, str)) or v is None}
     html = ["<h1>diffpolicy evaluation</h1>", "<table>"]
     html += [f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in rows.items()]
-    html += ["</table>", '<img src="paths.png" width="800">']
+    html.append("</table>")
+    if colored or demo_paths:
+        html.append('<img src="paths.png" width="800">')
     if camera:
         html.append('<img src="camera.png" height="400">')
-    html += ["<br>", '<img src="modes.png">']
+    if result["mode_probs"] is not None:
+        html += ["<br>", '<img src="modes.png">']
     html.append('<br><img src="actions.png" width="800">')
     if commanded:
         html.append('<br><img src="commanded.png" width="800">')
@@ -461,12 +468,11 @@ def comparison_table(summary: dict[str, dict]) -> str:
         ("ms/chunk", "chunk_latency_ms"),
     ]
     lines = [f"{'policy':<10}" + "".join(f"{c:>11}" for c, _ in cols) + "   mode probs"]
-    for name, r in summary.items():
-        vals = "".join(
-            f"{(r.get(k) if r.get(k) is not None else float('nan')):>11.3f}" for _, k in cols
-        )
-        probs = " ".join(f"{p:.2f}" for p in r.get("mode_probs", []))
-        lines.append(f"{name:<10}{vals}   [{probs}]")
+    for name, r in summary.items():  # null (no mode classifier, no data): "-"
+        vals = "".join(f"{r[k]:>11.3f}" if r.get(k) is not None else f"{'-':>11}" for _, k in cols)
+        probs = r.get("mode_probs")
+        shown = f"[{' '.join(f'{p:.2f}' for p in probs)}]" if probs is not None else "-"
+        lines.append(f"{name:<10}{vals}   {shown}")
     return "\n".join(lines)
 
 

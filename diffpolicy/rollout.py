@@ -7,6 +7,12 @@ Episode i always runs with seed `seed + i`, whatever K is.
 
 A NaN from the policy or an exception from the physics client ends that episode with an
 `error` in its record; the env is rebuilt and the evaluation goes on.
+
+Any gymnasium env works (`module:EnvId` ids import `module`): a Box observation is shown to the
+controller as `{data.obs_keys[0]: obs}`; success is `info["is_success"]`, else
+`info["success"]`, else `terminated` (`envs.episode_success`); the ee path exists only for Dict
+observations whose `observation` has >= 2 entries; modes only where the env reports
+`info["mode"]`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from tqdm import tqdm
 
 from diffpolicy.controller import RecedingHorizonController
 from diffpolicy.errors import UserError
-from envs import make_env
+from envs import episode_success, make_env
 
 
 @dataclass
@@ -34,6 +40,7 @@ class EpisodeRecord:
     mode_name: str = "none"
     between_modes: bool = False
     mode_switches: int = 0
+    mode_reported: bool = False  # the env classified the episode (info["mode"] at the end)
     length: int = 0
     commanded_mode: int | None = None
     instruction: str | None = None
@@ -50,9 +57,25 @@ class EpisodeRecord:
         return d
 
 
-def shown(obs: dict, cfg) -> dict:
-    """What the policy is shown of an observation: with `eval.constant_images` (an ablation)
-    every camera frame is replaced by one grey image."""
+def as_dict(obs, cfg) -> dict:
+    """An observation as {key: array}: a Box observation (an array) is the run's first
+    observation key, `{cfg.data.obs_keys[0]: obs}`."""
+    return obs if isinstance(obs, dict) else {cfg.data.obs_keys[0]: obs}
+
+
+def ee_xy(obs) -> list[float] | None:
+    """End-effector (x, y): the first two entries of a Dict observation's `observation`; None
+    for any other observation (no path is recorded)."""
+    if not isinstance(obs, dict) or "observation" not in obs:
+        return None
+    x = np.asarray(obs["observation"]).reshape(-1)
+    return x[:2].tolist() if len(x) >= 2 else None
+
+
+def shown(obs, cfg) -> dict:
+    """What the policy is shown of an observation (`as_dict`): with `eval.constant_images` (an
+    ablation) every camera frame is replaced by one grey image."""
+    obs = as_dict(obs, cfg)
     if not cfg.eval.constant_images:
         return obs
     return {**obs, **{k: np.full_like(obs[k], 127) for k in cfg.data.image_keys}}
@@ -63,7 +86,9 @@ def check_observations(space, cfg) -> None:
     (a run evaluated in another task's env), checked once before the first episode."""
     d, dims = cfg.data, cfg.dims
     keys = (*d.obs_keys, *((d.goal_key,) if d.goal_key else ()), *d.image_keys)
-    spaces = getattr(space, "spaces", {})
+    spaces = getattr(space, "spaces", None)
+    if spaces is None:  # a Box observation, shown as the first observation key (`as_dict`)
+        spaces = {d.obs_keys[0]: space}
     if any(k not in spaces for k in keys):
         raise UserError(
             f"{cfg.env_id} observations have keys {sorted(spaces)}; the run needs {list(keys)}"
@@ -88,6 +113,17 @@ def check_observations(space, cfg) -> None:
         )
 
 
+def env_kwargs(cfg) -> dict:
+    """Arguments of the evaluation env: the demos' (`cfg.env_kwargs`: cameras, image size) and
+    `eval.max_steps` as the env's own `max_steps` (diffpolicy envs) or gymnasium's
+    `max_episode_steps` (any other env)."""
+    kwargs = dict(cfg.env_kwargs)
+    if cfg.eval.max_steps:
+        own = cfg.env_id.startswith("diffpolicy/")
+        kwargs["max_steps" if own else "max_episode_steps"] = cfg.eval.max_steps
+    return kwargs
+
+
 def rollout(
     policy,
     cfg,
@@ -106,14 +142,18 @@ def rollout(
     "seconds", "policy_seconds", "frames": {episode: [frames]}}).
     """
     n_envs = max(1, min(n_envs, episodes))
-    kwargs = dict(cfg.env_kwargs)  # as the demos were collected (cameras, image size)
-    if video_episodes:
+    kwargs = env_kwargs(cfg)
+    first = make_env(cfg.env_id, **kwargs)
+    if video_episodes and "rgb_array" in first.metadata.get("render_modes", ()):
+        first.close()
         kwargs["render_mode"] = "rgb_array"
-    if cfg.eval.max_steps:
-        kwargs["max_steps"] = cfg.eval.max_steps
-    envs = [make_env(cfg.env_id, **kwargs) for _ in range(n_envs)]
+        first = make_env(cfg.env_id, **kwargs)
+    elif video_episodes:  # the env renders no frames: no videos
+        video_episodes = 0
+    envs = [first]
     try:
-        check_observations(envs[0].observation_space, cfg)
+        check_observations(first.observation_space, cfg)
+        envs += [make_env(cfg.env_id, **kwargs) for _ in range(n_envs - 1)]
     except UserError:
         for env in envs:
             env.close()
@@ -155,14 +195,18 @@ def rollout(
             return
         ctrl.reset(slot, cond)
         slot_episode[slot], slot_obs[slot] = i, shown(obs, cfg)
-        rec.path.append(obs["observation"][:2].tolist())
+        if (xy := ee_xy(obs)) is not None:
+            rec.path.append(xy)
         if i < video_episodes:
             frames[i] = [envs[slot].render()]
 
-    def finish(slot: int, info: dict | None, error: str | None = None) -> None:
+    def finish(
+        slot: int, info: dict | None, error: str | None = None, terminated: bool = False
+    ) -> None:
         rec = records[slot_episode[slot]]
         if info is not None:
-            rec.success = bool(info.get("is_success", False))
+            rec.success = episode_success(info, terminated)
+            rec.mode_reported = "mode" in info
             rec.collision = bool(info.get("collision", False))
             rec.mode = int(info.get("mode", -1))
             rec.mode_name = str(info.get("mode_name", "none"))
@@ -193,12 +237,13 @@ def rollout(
                     else:
                         rec.length += 1
                         slot_obs[s] = shown(obs, cfg)
-                        rec.path.append(obs["observation"][:2].tolist())
+                        if (xy := ee_xy(obs)) is not None:
+                            rec.path.append(xy)
                         if rec.episode in frames:
                             frames[rec.episode].append(envs[s].render())
                         if terminated or truncated:
                             rec.timeout = bool(truncated and not terminated)
-                            finish(s, info)
+                            finish(s, info, terminated=bool(terminated))
                 if slot_episode[s] is None and next_episode < episodes:
                     start(s)
     finally:

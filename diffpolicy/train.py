@@ -42,7 +42,7 @@ from diffpolicy.checkpoint import (
 )
 from diffpolicy.config import Config, config_to_dict, save_config
 from diffpolicy.dataset import load_demos, make_windows, normalizer_data, split_episodes
-from diffpolicy.errors import DatasetError, UserError
+from diffpolicy.errors import ConfigError, DatasetError, UserError
 from diffpolicy.files import write_text, writer_lock
 
 Batch = dict[str, torch.Tensor]
@@ -119,6 +119,7 @@ def prepare_data(cfg: Config, device: torch.device):
         raise UserError("no dataset: pass --dataset FILE or set data.dataset in the config")
     keys = tuple(dict.fromkeys(d.obs_keys + ((d.goal_key,) if d.goal_key else ()) + d.image_keys))
     demos = load_demos(d.dataset, obs_keys=keys)
+    check_env_id(cfg, demos)
     if d.max_episodes:
         demos.episodes = demos.episodes[: d.max_episodes]
     train_ids, val_ids = split_episodes(len(demos.episodes), d.val_fraction, d.split_seed)
@@ -145,6 +146,21 @@ def prepare_data(cfg: Config, device: torch.device):
             if split is not None:
                 split["lang"] = table[split["episode"].cpu()].to(device)
     return train, val, demos
+
+
+def check_env_id(cfg: Config, demos) -> None:
+    """ConfigError when the file's env (env_args.env_name) is a gymnasium id (registered or
+    module:EnvId) other than cfg.env_id: evaluation would build another env than the demos'."""
+    import gymnasium
+
+    import envs  # noqa: F401  (registers the diffpolicy ids)
+
+    name = demos.env_id
+    if name and name != cfg.env_id and (":" in name or name in gymnasium.registry):
+        raise ConfigError(
+            f"{cfg.data.dataset} holds demos of {name}, but the config says env_id={cfg.env_id}:"
+            f" set env_id: {name} (or pass env_id={name})"
+        )
 
 
 def take(data: Batch, idx: torch.Tensor) -> Batch:

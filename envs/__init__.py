@@ -41,10 +41,17 @@ gymnasium.register(
 
 
 def make_env(env_id: str, **kwargs) -> gymnasium.Env:
-    """gymnasium.make with a one-line UserError for an unknown id or arguments the env refuses
-    (e.g. an unknown camera name)."""
+    """gymnasium.make with a one-line UserError for an unknown id, an env whose package is not
+    installed (``module:EnvId`` ids import ``module`` first, as gymnasium does) or arguments
+    the env refuses (e.g. an unknown camera name)."""
     try:
         return gymnasium.make(env_id, **kwargs)
+    except ModuleNotFoundError as e:
+        module = e.name or env_id.partition(":")[0]
+        raise UserError(
+            f"env id '{env_id}' needs the Python module '{module}', which is not installed "
+            f"(pip install {module.split('.')[0].replace('_', '-')})"
+        ) from None
     except gymnasium.error.Error as e:
         known = sorted(k for k in gymnasium.registry if k.startswith("diffpolicy/"))
         raise UserError(
@@ -53,6 +60,17 @@ def make_env(env_id: str, **kwargs) -> gymnasium.Env:
     except (TypeError, ValueError) as e:
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise UserError(f"{env_id} refuses the arguments ({shown}): {e}") from None
+
+
+def episode_success(info: dict, terminated: bool) -> bool:
+    """Success of a finished episode of any env, from its last step: ``info["is_success"]`` (the
+    goal-env key, which diffpolicy envs report), else ``info["success"]``, else ``terminated``
+    (the env ended the episode itself, not a time limit; envs whose episodes end on failure
+    should report a success key)."""
+    for key in ("is_success", "success"):
+        if key in info:
+            return bool(info[key])
+    return bool(terminated)
 
 
 def make_expert(
@@ -79,6 +97,7 @@ __all__ = [
     "ReachAroundEnv",
     "ReachAroundExpert",
     "classify_route",
+    "episode_success",
     "make_env",
     "make_expert",
     "sample_instruction",
