@@ -200,6 +200,7 @@ class ReachAroundEnv(PandaEnv):
     | desired_goal | (2,) | goal centre (reach_around) / (0.5, success_y) (maze) |
     | proprio | (4,) | what the robot senses of itself: the same values as ``observation`` |
     | top_image | (S, S, 3) uint8 | only with ``cameras=("top",)``: the field seen from above |
+    | front_image | (S, S, 3) uint8 | only with ``cameras=("front",)``: from beyond the goal |
 
     ``observation`` and ``proprio`` hold no scene state; only ``desired_goal`` is privileged.
     The green disc at the goal (radius = the success radius) is drawn in camera frames.
@@ -226,13 +227,18 @@ class ReachAroundEnv(PandaEnv):
     ## Arguments
     ``layout`` ("reach_around" | "maze"), ``render_mode`` (None | "rgb_array"), ``max_steps``
     (default 60 / 100), ``max_step_size`` (m per step, default 0.04), ``width``/``height`` of
-    rendered frames (default 320x240), ``cameras`` (default none; ``"top"``), ``image_size``
-    (side of camera frames, default 64).
+    rendered frames (default 320x240), ``cameras`` (default none; ``"top"``, ``"front"``),
+    ``image_size`` (side of camera frames, default 64).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
-    # straight down on the centre of the field, +y up in the frame; the whole field is in view
-    CAMERAS = {"top": {"target": (0.5, 0.04, 0.0), "distance": 0.84, "yaw": 0.0, "pitch": -89.9}}
+    CAMERAS = {
+        # straight down on the centre of the field, +y up in the frame; the whole field is in
+        # view, but the arm hides the goal while the hand approaches it
+        "top": {"target": (0.5, 0.04, 0.0), "distance": 0.84, "yaw": 0.0, "pitch": -89.9},
+        # from beyond the goal, facing the robot: the arm stays behind the goal
+        "front": {"target": (0.5, 0.0, 0.0), "distance": 0.85, "yaw": 180.0, "pitch": -50.0},
+    }
     proprio_keys = ("observation", "proprio")
 
     def __init__(
