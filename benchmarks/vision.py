@@ -90,7 +90,7 @@ def step_rows(quick: bool) -> list[dict]:
 
 def vector_rows(quick: bool) -> list[dict]:
     """Env steps/s of 8 ReachAround envs with the top camera, stepped in this process
-    (gymnasium's SyncVectorEnv, as rollouts do) and in 2 worker processes (AsyncVectorEnv)."""
+    (gymnasium's SyncVectorEnv, as rollouts do) and one worker process each (AsyncVectorEnv)."""
     import gymnasium
 
     rows = []
@@ -149,7 +149,7 @@ def train_rows(quick: bool) -> list[dict]:
 MEMORY_CHILD = """
 import resource, sys, h5py, numpy as np
 sys.path.insert(0, {root!r})
-from diffpolicy.config import load_config, with_dataset, replace_values
+from diffpolicy.config import load_config, with_dataset
 from diffpolicy.train import train
 path, n, T = sys.argv[1], int(sys.argv[2]), {steps}
 rng = np.random.default_rng(0)
@@ -161,8 +161,8 @@ with h5py.File(path, "w") as f:
         g["actions"] = rng.normal(size=(T, 4)).astype(np.float32)
         g["obs/proprio"] = rng.normal(size=(T, 4)).astype(np.float32)
         g["obs/front_image"] = np.roll(base, i, axis=2)
-cfg = load_config({config!r}, ["data.obs_keys=[proprio]", "data.image_keys=[front_image]",
-                   "train.steps=20", "train.val_every=1000", "train.checkpoint_every=1000"])
+cfg = load_config({config!r}, ["train.steps=20", "train.val_every=1000",
+                               "train.checkpoint_every=1000"])
 train(with_dataset(cfg, path), path + ".run", progress=False)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
@@ -173,7 +173,7 @@ def memory_rows(quick: bool) -> list[dict]:
     for n in (100,) if quick else (1000, 5000):
         with tempfile.TemporaryDirectory() as d:
             code = MEMORY_CHILD.format(
-                root=str(ROOT), config=str(bench.CONFIGS / VISION), steps=PICK_STEPS
+                root=str(ROOT), config=str(bench.CONFIGS / "pick_vision.yaml"), steps=PICK_STEPS
             )
             out = subprocess.run([sys.executable, "-c", code, f"{d}/x.hdf5", str(n)],
                                  capture_output=True, text=True, check=True)  # fmt: skip
