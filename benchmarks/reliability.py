@@ -80,6 +80,14 @@ def quiet_main(argv: list[str]) -> Outcome:
     return run_main([str(a) for a in argv], timeout=300)
 
 
+def train_ten_steps(data, run) -> Outcome:
+    """`train` of the debug config on `data` into `run`: 10 steps, a checkpoint every 5."""
+    return quiet_main(
+        ["train", DEBUG, "--dataset", data, "--out", run, "train.steps=10",
+         "train.checkpoint_every=5"]
+    )  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------- fuzz
 
 
@@ -416,18 +424,7 @@ class Scenarios:
         mnt = self.mount(f"d_ckpt_{fails_in}", f"{(model + state + extra) // 1024 + 12}k")
         try:
             run = mnt / "run"
-            o = quiet_main(
-                [
-                    "train",
-                    DEBUG,
-                    "--dataset",
-                    self.data,
-                    "--out",
-                    run,
-                    "train.steps=10",
-                    "train.checkpoint_every=5",
-                ]
-            )
+            o = train_ten_steps(self.data, run)
             self.record(f"train, checkpoint {fails_in}", o, mnt, None)
             remount(mnt, "size=8m")
             ok = quiet_main(["train", "--resume", run])
@@ -508,18 +505,7 @@ class Scenarios:
 
         setattr(module, name, half_then_full)
         try:
-            o = quiet_main(
-                [
-                    "train",
-                    DEBUG,
-                    "--dataset",
-                    self.data,
-                    "--out",
-                    run,
-                    "train.steps=10",
-                    "train.checkpoint_every=5",
-                ]
-            )
+            o = train_ten_steps(self.data, run)
         finally:
             setattr(module, name, real)
         self.record(f"injected ENOSPC: {writer}", o, run, None)
