@@ -128,8 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--instruction", help="language command (language-conditioned runs)")
     cmd.add_argument(
         "--instructions",
-        choices=("train", "heldout"),
-        help="cycle through the modes and their train / held-out instruction templates",
+        choices=("train", "val", "test"),
+        help="cycle through a phrasing set: the dataset's own (train), or the packaged "
+        "validation / test phrasings written apart from the grammar (envs/phrasings)",
+    )
+    cmd.add_argument(
+        "--instructions-file",
+        metavar="FILE",
+        help='your phrasings: one "MODE<TAB>TEXT" per line (MODE a mode name or index, '
+        '"-" for a sentence that should be refused)',
     )
     e.add_argument("--guidance", type=_float, default=None, help="sets policy.guidance")
     e.add_argument("--sampler", choices=SAMPLERS, help="sets policy.sampler")
@@ -157,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ablation: show the policy grey frames instead of its cameras' images",
     )
     e.add_argument("--seed", type=_nonneg_int)
+
+    gr = sub.add_parser("ground", help="which mode a language run reads in each sentence")
+    gr.add_argument("run_dir")
+    gr.add_argument("text", nargs="*", help="sentences (or --instructions-file)")
+    gr.add_argument("--instructions-file", metavar="FILE", help='"MODE<TAB>TEXT" per line')
+    gr.add_argument("--json", metavar="FILE")
 
     q = sub.add_parser("quickstart", help="collect -> train 3 policies -> evaluate -> report")
     q.add_argument("--out", default="outputs/quickstart")
@@ -322,7 +335,7 @@ def cmd_eval(a) -> int:
         video_dir=a.video,
         mode=mode,
         instruction=a.instruction,
-        instructions=a.instructions,
+        instructions=a.instructions or a.instructions_file,
         guidance=a.guidance,
         sampler=a.sampler,
         steps=a.steps,
@@ -336,6 +349,63 @@ def cmd_eval(a) -> int:
     print(comparison_table({result["policy_type"]: result}))
     if result["commanded_mode_accuracy"] is not None:
         print(f"commanded-mode accuracy: {result['commanded_mode_accuracy']:.3f}")
+    g = result.get("grounding")
+    if g and g.get("commanded_lines", 0) + g.get("off_task_lines", 0) > 1:
+        print(grounding_lines(g))
+    return 0
+
+
+def grounding_lines(g: dict) -> str:
+    """Text-level grounding summary of a phrasing set, with the lines it got wrong."""
+    out = []
+    if g["commanded_lines"]:
+        out.append(
+            f"grounding: {g['text_accuracy']:.3f} of {g['commanded_lines']} commanded lines to "
+            f"the right mode, {g['refusal_rate']:.3f} refused (threshold {g['threshold']:g})"
+        )
+    if g["off_task_lines"]:
+        out.append(
+            f"off-task lines refused: {g['off_task_refusal_rate']:.3f} of {g['off_task_lines']}"
+        )
+    for line in g["lines"]:
+        if line["mode"] is not None and line["grounded"] != line["mode"]:
+            out.append(
+                f"  {line['mode']} -> {line['grounded']} ({line['confidence']:.2f}): {line['text']}"
+            )
+        elif line["mode"] is None and line["grounded"] != "refused":
+            out.append(
+                f"  off-task -> {line['grounded']} ({line['confidence']:.2f}): {line['text']}"
+            )
+    return "\n".join(out)
+
+
+def cmd_ground(a) -> int:
+    """Ground sentences or a phrasing file with a run's classifier, without rollouts."""
+    from diffpolicy.checkpoint import load_policy, load_run_config
+    from diffpolicy.evaluate import ground_lines, training_demos
+    from diffpolicy.grounding import instruction_set
+
+    cfg = load_run_config(a.run_dir)
+    if cfg.policy.condition != "language" or cfg.policy.language_grounding != "classifier":
+        raise UserError(f"{a.run_dir} is not a language run with classifier grounding")
+    if bool(a.text) == bool(a.instructions_file):
+        raise UserError("give sentences or --instructions-file (one of them)")
+    policy, cfg = load_policy(a.run_dir, cfg=cfg)
+    demos = training_demos(cfg)
+    names = list(demos.mode_names) if demos is not None else []
+    if a.text:
+        rows = [(None, t) for t in a.text]
+    else:
+        rows = instruction_set(a.instructions_file, cfg.env_id, names, demos)
+    g = ground_lines(policy, cfg, rows, names)
+    g.pop("_grounded")
+    if a.text:
+        for line in g["lines"]:
+            print(f"{line['grounded']}\t{line['confidence']:.2f}\t{line['text']}")
+    else:
+        print(grounding_lines(g))
+    if a.json:
+        write_json(a.json, g)
     return 0
 
 
@@ -380,6 +450,7 @@ COMMANDS = {
     "train": cmd_train,
     "distill": cmd_distill,
     "eval": cmd_eval,
+    "ground": cmd_ground,
     "quickstart": cmd_quickstart,
     "modes": cmd_modes,
 }

@@ -11,7 +11,10 @@ This module does not import torch: workers stay light.
 Any gymnasium env with a Box action space and a Box or Dict-of-Box observation space works; the
 expert is the project's own (`envs.make_expert`) or a user's `module:callable` (see
 `load_expert`). An env without diffpolicy's attributes (`num_modes`, `mode_names`, `layout()`,
-`task_name`) gives episodes of mode -1, no mode names, no layout and no instruction.
+`task_name`) gives episodes of mode -1, no mode names, no layout and no instruction. A
+diffpolicy task's episode records an instruction for its mode and PARAPHRASES other phrasings,
+drawn from the task's grammar (envs/instructions.py) after the episode, so the trajectories do
+not depend on them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import numpy as np
 from diffpolicy.dataset import Demos, Episode, write_demos
 from diffpolicy.errors import UserError
 from envs import episode_success, make_env
+
+PARAPHRASES = 16  # per episode, besides its instruction: what a language run's grounding learns
 
 _WORKER: dict = {}  # per-process cache: {"env_id":..., "env":..., "expert": (spec, factory)}
 
@@ -81,7 +86,7 @@ def run_expert_episode(
     `module:callable`, or None for the task's own scripted expert; anything a user's expert
     raises (or an action the env refuses) is a one-line UserError."""
     import envs
-    from envs.instructions import TRAIN_TEMPLATES, sample_instruction
+    from envs.instructions import NUM_MODES, paraphrases
 
     rng = np.random.default_rng(seed)
     if expert_spec is None:
@@ -102,8 +107,10 @@ def run_expert_episode(
     task = getattr(env.unwrapped, "task_name", None)
     episode.mode = int(info.get("mode", -1))
     episode.mode_name = str(info.get("mode_name", "none"))
-    if episode.mode in TRAIN_TEMPLATES.get(task, {}):
-        episode.instruction = sample_instruction(task, episode.mode, rng)
+    if 0 <= episode.mode < NUM_MODES.get(task, 0):
+        episode.instruction, *episode.paraphrases = paraphrases(
+            task, episode.mode, rng, 1 + PARAPHRASES
+        )
     return episode, episode_success(info, terminated)
 
 

@@ -4,14 +4,16 @@ File layout (one file, documented by robomimic as "Dataset Structure"):
 
     data/                     attrs: total (int), env_args (JSON: env_name, env_type, env_kwargs),
                                      mode_names (JSON list), layout (JSON, for plots)
-    data/demo_<i>/            attrs: num_samples, mode, mode_name, instruction, seed
+    data/demo_<i>/            attrs: num_samples, mode, mode_name, instruction, seed,
+                                     paraphrases (JSON list: other phrasings of the command)
         actions   (T, A)
         rewards   (T,)
         dones     (T,)
         obs/<key> (T, ...)
 
 Any file in this layout loads, including ones this project did not write; attributes it lacks get
-defaults (mode -1, empty instruction). Attributes are parsed as JSON, never evaluated.
+defaults (mode -1, empty instruction, no paraphrases). Attributes are parsed as JSON, never
+evaluated.
 Camera frames (`obs/<camera>_image`, uint8 (T, H, W, 3)) stay uint8 in RAM and are written
 chunked per frame and gzip-compressed; every other array is float32.
 
@@ -47,6 +49,7 @@ class Episode:
     mode: int = -1
     mode_name: str = "none"
     instruction: str = ""
+    paraphrases: list[str] = field(default_factory=list)  # other phrasings of the same command
     seed: int = -1
 
     def __len__(self) -> int:
@@ -116,6 +119,8 @@ def write_demos(path: str | Path, demos: Demos) -> None:
                 instruction=ep.instruction,
                 seed=int(ep.seed),
             )
+            if ep.paraphrases:
+                g.attrs["paraphrases"] = json.dumps(list(ep.paraphrases))
             total += len(ep)
         data.attrs["total"] = total
         data.attrs["env_args"] = json.dumps(demos.env_args)
@@ -282,6 +287,9 @@ def _read_episode(g, path: Path, name: str, obs_keys) -> Episode:
         raise DatasetError(
             f"{path}: data/{name} attr mode={mode} must be -1 or in [0, {MAX_MODES})"
         )
+    paraphrases = _json_attr(a, "paraphrases", [], path)
+    if not isinstance(paraphrases, list) or not all(isinstance(t, str) for t in paraphrases):
+        raise DatasetError(f"{path}: data/{name} attr paraphrases must be a JSON list of strings")
     return Episode(
         obs=obs,
         actions=actions,
@@ -290,6 +298,7 @@ def _read_episode(g, path: Path, name: str, obs_keys) -> Episode:
         mode=mode,
         mode_name=_str_attr(a, "mode_name", "none"),
         instruction=_str_attr(a, "instruction", ""),
+        paraphrases=paraphrases,
         seed=seed,
     )
 

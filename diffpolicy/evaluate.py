@@ -206,7 +206,9 @@ def aggregate(
         out["tv_to_demos"] = out["kl_to_demos"] = None
     commanded = [r for r in records if r.commanded_mode is not None]
     if commanded:
-        hit = np.array([r.mode == r.commanded_mode for r in commanded], dtype=float)
+        hit = np.array(
+            [r.mode == r.commanded_mode and not r.refused for r in commanded], dtype=float
+        )
         out["commanded_mode_accuracy"], out["commanded_mode_accuracy_ci95"] = (
             float(hit.mean()),
             list(metrics.bootstrap_ci(hit)),
@@ -218,12 +220,13 @@ def aggregate(
         out["commanded_mode_accuracy_per_mode"] = per
         texts = sorted({r.instruction for r in commanded if r.instruction})
         if texts:
-            out["commanded_mode_accuracy_per_instruction"] = {
-                t: float(
-                    np.mean([r.mode == r.commanded_mode for r in commanded if r.instruction == t])
-                )
+            per_text = {
+                t: float(np.mean([h for r, h in zip(commanded, hit) if r.instruction == t]))
                 for t in texts
             }
+            out["commanded_mode_accuracy_per_instruction"] = per_text
+            out["commanded_mode_accuracy_worst_instruction"] = min(per_text.values())
+        out["refusal_rate"] = float(np.mean([r.refused for r in commanded]))
         out["commanded_success_rate"] = float(np.mean([r.success for r in commanded]))
     else:
         out["commanded_mode_accuracy"] = None
@@ -235,6 +238,7 @@ def aggregate(
         out.update(dict.fromkeys(MODE_METRICS), note=note)
         out.pop("commanded_mode_accuracy_per_mode", None)
         out.pop("commanded_mode_accuracy_per_instruction", None)
+        out.pop("commanded_mode_accuracy_worst_instruction", None)
     return out
 
 
@@ -282,8 +286,9 @@ def evaluate_run(
     torch.set_num_threads(1)
     cfg = load_run_config(run_dir)
     num_modes = int(cfg.dims.get("num_modes", 0))
-    condition_fn = make_condition_fn(cfg, mode, instruction, num_modes, instructions)
-    if condition_fn is None and cfg.policy.condition != "none" and guidance is None:
+    check_command(cfg, mode, instruction, instructions, num_modes)
+    commanded = any(x is not None for x in (mode, instruction, instructions))
+    if not commanded and cfg.policy.condition != "none" and guidance is None:
         guidance = 0.0
     cfg = replace_values(
         cfg,
@@ -298,6 +303,15 @@ def evaluate_run(
         },
     )
     policy, cfg = load_policy(run_dir, cfg=cfg)
+    demos = training_demos(cfg)
+    condition_fn, grounding = make_condition_fn(
+        cfg, policy, mode, instruction, instructions, num_modes, demos
+    )
+    if grounding and instruction is not None and progress:
+        line = grounding["lines"][0]
+        print(
+            f"grounded {instruction!r} -> {line['grounded']} (confidence {line['confidence']:.2f})"
+        )
     seed = cfg.eval.seed if seed is None else seed
     n_video = 3 if video_dir or report_dir else 0
     records, stats = rollout(
@@ -310,7 +324,6 @@ def evaluate_run(
         video_episodes=n_video,
         progress=progress,
     )
-    demos = training_demos(cfg)
     note = mode_note(records, num_modes, cfg.env_id)
     if note and progress:
         print(f"note: {note}")
@@ -335,6 +348,7 @@ def evaluate_run(
         seed=seed,
         guidance=cfg.policy.guidance,
         command=_describe_command(mode, instruction, instructions),
+        grounding=grounding,
         envs=n_envs,
         seconds=stats["seconds"],
         episodes_per_min=60 * episodes / max(stats["seconds"], 1e-9),
@@ -370,81 +384,130 @@ def _describe_command(mode, instruction, instructions) -> str | None:
     if instruction is not None:
         return f"instruction {instruction!r}"
     if instructions is not None:
-        return f"{instructions} instruction templates"
+        return f"instructions {instructions}"
     return None
 
 
-def instruction_templates(env_id: str, split: str) -> dict[int, list[str]]:
-    """{mode: [sentence, ...]} of the task behind `env_id`; split "train" or "heldout"."""
-    from diffpolicy.errors import UserError
-    from envs import make_env
-    from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
-
-    env = make_env(env_id)
-    task = getattr(env.unwrapped, "task_name", None)
-    env.close()
-    table = TRAIN_TEMPLATES if split == "train" else HELDOUT_TEMPLATES
-    if task not in table:
-        raise UserError(f"no instruction templates for {env_id} (task {task!r})")
-    return table[task]
-
-
-def make_condition_fn(cfg, mode, instruction, num_modes, instructions=None):
-    """Per-episode command: episode index -> (controller condition, commanded mode, text).
-
-    None when nothing is commanded. `instructions` ("train" | "heldout") cycles: episode i
-    commands mode k = i % K with template (i // K) % len(templates[k]) of that mode.
-    """
+def check_command(cfg, mode, instruction, instructions, num_modes: int) -> None:
+    """UserError for a command the run cannot take (before anything is loaded)."""
     from diffpolicy.errors import UserError
 
     cond = cfg.policy.condition
     if sum(x is not None for x in (mode, instruction, instructions)) > 1:
-        raise UserError("give only one of --mode, --instruction, --instructions")
+        raise UserError("give only one of --mode, --instruction, --instructions(-file)")
     if mode is not None and cond != "mode":
         raise UserError(f"--mode needs a mode-conditioned run (this run has condition={cond})")
     if instruction is not None and cond != "language":
         raise UserError(f"--instruction needs a language-conditioned run (condition={cond})")
     if instructions is not None and cond != "language":
         raise UserError(f"--instructions needs a language-conditioned run (condition={cond})")
-    if instructions is not None and instructions not in ("train", "heldout"):
-        raise UserError(f"--instructions {instructions!r} must be train or heldout")
     if instruction is not None and not instruction.strip():
         raise UserError("--instruction must not be empty")
+    if mode is not None and mode != "all" and not 0 <= int(mode) < num_modes:
+        raise UserError(f"--mode {mode} out of range: the run has modes 0..{num_modes - 1}")
+
+
+def ground_lines(policy, cfg, rows: list, mode_names) -> dict:
+    """Ground each (mode or None, text) row with the run's classifier -> summary with per line
+    the grounded mode (-1 refused) and confidence; text-level accuracy on commanded rows and the
+    refusal rate of off-task rows (mode None). Runs without a grounder: {} ."""
+    from diffpolicy.grounding import decide, ground
+
+    grounder = getattr(policy.cond_encoder, "grounder", None)
+    if grounder is None:
+        return {}
+    threshold = cfg.policy.grounding_threshold
+    probs = ground(grounder, [t for _, t in rows], cfg.policy.language_model)
+    grounded, conf = decide(probs, threshold)
+    name = lambda k: "refused" if k < 0 else str(mode_names[k]) if k < len(mode_names) else str(k)  # noqa: E731
+    lines = [
+        {
+            "mode": None if m is None else name(m),
+            "text": t,
+            "grounded": name(int(g)),
+            "best": name(int(b)),
+            "confidence": float(c),
+            "off_task_probability": float(p[-1]),
+        }
+        for (m, t), g, b, c, p in zip(rows, grounded, probs[:, :-1].argmax(1), conf, probs)
+    ]
+    cmd = [i for i, (m, _) in enumerate(rows) if m is not None]
+    off = [i for i, (m, _) in enumerate(rows) if m is None]
+    return {
+        "threshold": threshold,
+        "commanded_lines": len(cmd),
+        "text_accuracy": float(np.mean([grounded[i] == rows[i][0] for i in cmd])) if cmd else None,
+        "refusal_rate": float(np.mean([grounded[i] < 0 for i in cmd])) if cmd else None,
+        "off_task_lines": len(off),
+        "off_task_refusal_rate": float(np.mean([grounded[i] < 0 for i in off])) if off else None,
+        "lines": lines,
+        "_grounded": grounded,
+    }
+
+
+def make_condition_fn(cfg, policy, mode, instruction, instructions, num_modes, demos=None):
+    """Per-episode command -> (fn, grounding summary or None); fn: episode index ->
+    (controller condition, commanded mode or None, text or None).
+
+    mode: K or "all" (cycles). instruction: one sentence; a classifier-grounded run refuses it
+    (UserError, naming the best guess and its confidence) when it cannot ground it.
+    instructions: "train" | "val" | "test" | a file (grounding.instruction_set): episode i
+    commands the i-th commanded line in turn; a refused line's episode runs unconditioned and
+    counts as a miss (condition["refused"]). fn is None when nothing is commanded.
+    """
+    from diffpolicy import language
+    from diffpolicy.errors import UserError
+    from diffpolicy.grounding import instruction_set
+
+    names = list(demos.mode_names) if demos is not None and demos.mode_names else []
+    if not names and num_modes:
+        from envs import make_env
+
+        env = make_env(cfg.env_id, **cfg.env_kwargs)
+        names = list(getattr(env.unwrapped, "mode_names", ()))
+        env.close()
+    names += [str(k) for k in range(len(names), num_modes)]
     if mode is not None:
-        if mode != "all" and not 0 <= int(mode) < num_modes:
-            raise UserError(f"--mode {mode} out of range: the run has modes 0..{num_modes - 1}")
 
         def by_mode(i: int):
             k = i % num_modes if mode == "all" else int(mode)
             return {"mode": k}, k, None
 
-        return by_mode
-    if instructions is not None:
-        from diffpolicy import language
-
-        templates = instruction_templates(cfg.env_id, instructions)
-        modes = sorted(k for k in templates if k < num_modes)
-        texts = [t for k in modes for t in templates[k]]
-        table = dict(zip(texts, language.embed(texts, cfg.policy.language_model)))  # text -> (E,)
-
-        def by_template(i: int):
-            k = modes[i % len(modes)]
-            text = templates[k][(i // len(modes)) % len(templates[k])]
-            return {"lang": table[text]}, k, text
-
-        return by_template
+        return by_mode, None
+    if instruction is None and instructions is None:
+        return None, None
+    rows = (
+        [(None, instruction.strip())]
+        if instruction is not None
+        else instruction_set(instructions, cfg.env_id, names, demos)
+    )
+    summary = ground_lines(policy, cfg, rows, names)
+    grounded = summary.pop("_grounded", None)
+    if instruction is not None and grounded is not None and grounded[0] < 0:
+        line = summary["lines"][0]
+        raise UserError(
+            f"cannot ground {instruction!r}: best guess {line['best']!r} at confidence "
+            f"{line['confidence']:.2f} (threshold {summary['threshold']:g}), off-task "
+            f"probability {line['off_task_probability']:.2f}; rephrase it"
+        )
+    if grounded is None:  # the policy reads the sentence embedding itself
+        table = dict(
+            zip(
+                [t for _, t in rows],
+                language.embed([t for _, t in rows], cfg.policy.language_model),
+            )
+        )
+        conds = [{"lang": table[t]} for _, t in rows]
+    else:
+        conds = [{"mode": int(g)} if g >= 0 else {"mode": -1, "refused": True} for g in grounded]
     if instruction is not None:
-        from diffpolicy import language
+        return (lambda i: (conds[0], None, instruction)), summary or None
+    cmd = [i for i, (m, _) in enumerate(rows) if m is not None]
+    if not cmd:
+        raise UserError(f"--instructions {instructions}: no commanded lines (all are off-task)")
 
-        known = {}
-        for split in ("heldout", "train"):
-            try:
-                known.update(
-                    {t: k for k, ts in instruction_templates(cfg.env_id, split).items() for t in ts}
-                )
-            except UserError:
-                break
-        commanded = known.get(instruction.strip())
-        emb = language.embed([instruction], cfg.policy.language_model)[0]  # (E,)
-        return lambda i: ({"lang": emb}, commanded, instruction)
-    return None
+    def by_line(i: int):
+        j = cmd[i % len(cmd)]
+        return conds[j], rows[j][0], rows[j][1]
+
+    return by_line, summary or None

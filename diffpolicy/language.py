@@ -9,6 +9,7 @@ and every command that does not use language conditioning never pays for it.
 
 Embeddings are cached per (model, text) in this process; training embeds each unique instruction
 of the dataset once and looks rows up per window, never running the encoder per batch.
+`token_states` gives the per-token hidden states instead, for grounding (grounding.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from diffpolicy.errors import UserError
 
 _CACHE: dict[tuple[str, str], np.ndarray] = {}
+_TOKENS: dict[tuple[str, str], np.ndarray] = {}
 
 
 def resolve_model_path(model_path: str = "") -> str:
@@ -86,6 +88,26 @@ def embed(instructions: Sequence[str], model_path: str = "") -> np.ndarray:
         for text, row in zip(missing, np.asarray(rows, dtype=np.float32)):
             _CACHE[(path, text)] = row
     return np.stack([_CACHE[(path, t)] for t in texts])  # (N, E)
+
+
+def token_states(instructions: Sequence[str], model_path: str = "") -> list[np.ndarray]:
+    """Per text, the encoder's last hidden states (T_i, E) float32 (T_i tokens with [CLS] and
+    [SEP]); each unique text is encoded once. Grounding (grounding.py) reads these."""
+    texts = [str(t) for t in instructions]
+    if not texts:
+        raise UserError("no instructions to embed")
+    path = resolve_model_path(model_path)
+    missing = sorted({t for t in texts if (path, t) not in _TOKENS})
+    if missing:
+        import torch
+
+        with torch.inference_mode():
+            rows = load_encoder(path).encode(
+                missing, batch_size=64, output_value="token_embeddings", convert_to_numpy=False
+            )
+        for text, row in zip(missing, rows):
+            _TOKENS[(path, text)] = row.float().cpu().numpy()
+    return [_TOKENS[(path, t)] for t in texts]
 
 
 def unique_embeddings(instructions: Sequence[str], model_path: str = "") -> np.ndarray:

@@ -44,6 +44,7 @@ class EpisodeRecord:
     length: int = 0
     commanded_mode: int | None = None
     instruction: str | None = None
+    refused: bool = False  # grounding refused the instruction: counted as a miss
     error: str | None = None
     path: list = field(default_factory=list)  # ee (x, y) per step, for plots
     actions: list = field(default_factory=list)  # (A,) executed action per step
@@ -180,7 +181,11 @@ def rollout(
             next_episode += 1
             cond, commanded, instruction = condition_fn(i) if condition_fn else ({}, None, None)
             rec = EpisodeRecord(
-                episode=i, seed=seed + i, commanded_mode=commanded, instruction=instruction
+                episode=i,
+                seed=seed + i,
+                commanded_mode=commanded,
+                instruction=instruction,
+                refused=bool(cond.get("refused", False)),
             )
             records[i] = rec
             try:

@@ -132,14 +132,19 @@ def prepare_data(cfg: Config, device: torch.device):
     for ep in demos.episodes:  # the windows hold the only copy of the camera frames now
         for k in d.image_keys:
             ep.obs.pop(k, None)
-    if cfg.policy.condition == "mode" and (train["mode"] < 0).any():
-        raise DatasetError("policy.condition=mode needs every episode to have a mode label")
+    grounded = cfg.policy.condition == "language" and cfg.policy.language_grounding == "classifier"
+    if (cfg.policy.condition == "mode" or grounded) and (train["mode"] < 0).any():
+        raise DatasetError(
+            f"policy.condition={cfg.policy.condition} needs every episode to have a mode label"
+            + (" (or policy.language_grounding=none)" if grounded else "")
+        )
     if cfg.policy.condition == "language":
-        from diffpolicy import language
-
         instructions = [e.instruction for e in demos.episodes]
         if not all(instructions):
             raise DatasetError("policy.condition=language needs an instruction on every episode")
+    if cfg.policy.condition == "language" and not grounded:
+        from diffpolicy import language
+
         # (N_episodes, E): the encoder runs once per unique instruction, never per batch
         table = torch.from_numpy(language.embed(instructions, cfg.policy.language_model))
         for split in (train, val):
@@ -190,16 +195,35 @@ def image_dims(train: Batch, image_keys: tuple[str, ...]) -> dict[str, int]:
     return {"image_height": int(h), "image_width": int(w)}
 
 
-def data_dims(train: Batch, demos, image_keys: tuple[str, ...] = ()) -> dict[str, int]:
-    """What the model's shapes depend on, measured from the training windows."""
+def data_dims(cfg: Config, train: Batch, demos) -> dict[str, int]:
+    """What the model's shapes depend on, measured from the training windows (and, for a
+    language run, the sentence encoder's width)."""
+    from diffpolicy.grounding import mode_factors
+
+    lang_dim = 0
+    if cfg.policy.condition == "language":
+        from diffpolicy import language
+
+        lang_dim = int(
+            language.embed([demos.episodes[0].instruction], cfg.policy.language_model).shape[-1]
+        )
+    image_keys = cfg.data.image_keys
     return {
         **image_dims(train, image_keys),
         "obs_dim": int(train["obs"].shape[-1]),
         "action_dim": int(train["action"].shape[-1]),
         "goal_dim": int(train["goal"].shape[-1]) if "goal" in train else 0,
         "num_modes": int(demos.num_modes),
-        "lang_dim": int(train["lang"].shape[-1]) if "lang" in train else 0,
-        "lang_instructions": len({e.instruction for e in demos.episodes}) if "lang" in train else 0,
+        "lang_dim": lang_dim,
+        **(
+            {
+                "mode_factors": mode_factors(
+                    list(demos.mode_names) or [str(k) for k in range(demos.num_modes)]
+                )
+            }
+            if lang_dim
+            else {}
+        ),
     }
 
 
@@ -211,7 +235,9 @@ def build_policy(cfg: Config, train: Batch, demos, device, init_state: dict | No
     policy = make_policy(cfg).to(device)
     policy.normalizer.fit(normalizer_data({k: v.cpu().numpy() for k, v in train.items()}))
     policy.normalizer.to(device)
-    if cfg.policy.condition == "language":  # standardize with each instruction weighted once
+    if hasattr(policy.cond_encoder, "grounder"):
+        fit_grounding(cfg, policy.cond_encoder.grounder, demos)
+    elif cfg.policy.condition == "language":  # standardize with each instruction weighted once
         from diffpolicy import language
 
         texts = [e.instruction for e in demos.episodes]
@@ -222,10 +248,43 @@ def build_policy(cfg: Config, train: Batch, demos, device, init_state: dict | No
     return policy
 
 
+def fit_grounding(cfg: Config, grounder: nn.Module, demos) -> dict:
+    """Fit the instruction -> mode classifier on every episode's instruction and paraphrases,
+    with the task's off-task sentences (envs/instructions.py) as the refusal class; on CPU,
+    then back to the grounder's device. Prints and returns the fit's summary."""
+    import envs.instructions as phrasing
+    from diffpolicy.grounding import fit_grounder, task_of
+
+    texts, labels = [], []
+    for e in demos.episodes:
+        for t in (e.instruction, *e.paraphrases):
+            texts.append(t)
+            labels.append(e.mode)
+    rng = np.random.default_rng(cfg.train.seed)
+    off_task = phrasing.off_task_sentences(task_of(cfg.env_id), rng, 1200)
+    device = next(grounder.parameters()).device
+    info = fit_grounder(
+        grounder.cpu(),
+        texts,
+        labels,
+        off_task,
+        cfg.policy.language_model,
+        seed=cfg.train.seed,
+        steps=cfg.policy.grounding_steps,
+    )
+    grounder.to(device)
+    print(
+        f"grounding: {info['texts']} phrasings, held-out accuracy {info['holdout_accuracy']:.3f}, "
+        f"temperature {info['temperature']:.2f}"
+    )
+    return info
+
+
 def make_optimizer(policy: nn.Module, cfg: Config, device: torch.device) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and kernels only (not biases or norm scales)."""
-    decay = [p for p in policy.parameters() if p.ndim >= 2]
-    other = [p for p in policy.parameters() if p.ndim < 2]
+    params = [p for p in policy.parameters() if p.requires_grad]  # not the fitted grounder
+    decay = [p for p in params if p.ndim >= 2]
+    other = [p for p in params if p.ndim < 2]
     return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": cfg.train.weight_decay},
@@ -470,7 +529,7 @@ def train(
         train_data, val_data, demos = prepare_data(cfg, device)
         cfg = dataclasses.replace(
             cfg,
-            dims=data_dims(train_data, demos, cfg.data.image_keys),
+            dims=data_dims(cfg, train_data, demos),
             env_kwargs=cfg.env_kwargs or dict(demos.env_args.get("env_kwargs") or {}),
         )
         torch.manual_seed(t.seed + rank)

@@ -17,7 +17,7 @@ import gymnasium
 import numpy as np
 
 from diffpolicy.errors import UserError
-from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, sample_instruction
+from envs.instructions import off_task_sentences, paraphrases, sample_instruction
 from envs.pick import PickEnv, PickExpert
 from envs.reach_around import ReachAroundEnv, ReachAroundExpert, classify_route
 
@@ -90,8 +90,8 @@ def make_expert(
 
 
 __all__ = [
-    "HELDOUT_TEMPLATES",
-    "TRAIN_TEMPLATES",
+    "off_task_sentences",
+    "paraphrases",
     "PickEnv",
     "PickExpert",
     "ReachAroundEnv",

@@ -1,9 +1,22 @@
-"""Language instructions per task and mode, split into train and held-out paraphrases.
+"""Language instructions per task and mode: a grammar of paraphrases, and off-task sentences.
 
-``TRAIN_TEMPLATES[task][mode]`` (>= 3 strings) are used when collecting demonstrations;
-``HELDOUT_TEMPLATES[task][mode]`` (>= 2 strings, disjoint from train) are only for testing
-generalisation to unseen phrasings. Tasks: ``reach_around``, ``reach_around_maze``, ``pick``.
-Maze instructions are composed from per-row phrases for all 24 routes.
+    sample_instruction(task, mode, rng) -> str            # one paraphrase of mode `mode`
+    paraphrases(task, mode, rng, n) -> list[str]          # n distinct paraphrases (fewer if the
+                                                          # grammar runs out)
+    off_task_sentences(task, rng, n) -> list[str]         # sentences that command no mode
+
+Tasks: ``reach_around`` (left / right of the pillar), ``reach_around_maze`` (24 routes, one gap
+per row of posts), ``pick`` (red / blue cube). The grammar is what collection writes into a
+dataset (each episode records one instruction and a list of paraphrases of its mode) and what a
+language run's grounding classifier learns from. It covers synonyms for verbs, obstacles, cubes
+and colours, the route's side and the obstacle's side ("keep the pillar on your right" = left),
+negations ("avoid the right side"), contrasts and word order. "Left" is seen from the start,
+facing the goal (smaller x on the table).
+
+The sentences people write are not here: the validation and test phrasings are files under
+``envs/phrasings/`` (``<task>_val.tsv``, ``<task>_test.tsv``, ``off_task_*.tsv``), written
+apart from this grammar. The validation files are for choices; the test files for nothing but
+the final measurement.
 """
 
 from __future__ import annotations
@@ -12,114 +25,502 @@ import numpy as np
 
 from envs.reach_around import _gap_letters, make_layout, mode_to_gaps
 
-_REACH_TRAIN = {
-    0: [
-        "go around the obstacle on the left",
-        "pass left of the pillar",
-        "take the left route around the post",
-        "reach the goal going left of the obstacle",
-        "go past with the obstacle on your right side",
-        "leave the pillar to your right",
-    ],
-    1: [
-        "go around the obstacle on the right",
-        "pass right of the pillar",
-        "take the right route around the post",
-        "reach the goal going right of the obstacle",
-        "go past with the obstacle on your left side",
-        "leave the pillar to your left",
-    ],
-}
-_REACH_HELDOUT = {
-    0: ["steer to the left side of the cylinder", "keep the obstacle on your right"],
-    1: ["steer to the right side of the cylinder", "keep the obstacle on your left"],
-}
+TASKS = ("reach_around", "reach_around_maze", "pick")
+OTHER = {"left": "right", "right": "left"}
 
-_ORDINALS = ("first", "second", "third")
-# Per gap letter, phrases in two styles (train style A/B, held-out style C).
-_GAP_PHRASES = {
-    "L": ("left of the {o} post", "on the left at the {o} row", "to the left side in the {o} row"),
+# fmt: off
+_POLITE_HEAD = (
+    "", "", "", "", "please ", "now ", "ok, ", "robot, ", "could you ", "can you ",
+    "i want you to ", "i'd like you to ", "try to ", "make sure to ", "you should ",
+    "go ahead and ", "next, ",
+)
+_POLITE_TAIL = ("", "", "", "", " please", " now", ", thanks", " carefully", " for me")
+
+
+def _pick(rng: np.random.Generator, options) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _fill(rng: np.random.Generator, template: str, slots: dict) -> str:
+    """Fill each {slot} of `template` with a random option of slots[slot]."""
+    return template.format(
+        **{k: _pick(rng, v) for k, v in slots.items() if "{" + k + "}" in template}
+    )
+
+
+def _wrap(rng: np.random.Generator, core: str, before: str = "") -> str:
+    """`before` + `core` with a polite head (only before a verb) and tail, in single spaces."""
+    head = _pick(rng, _POLITE_HEAD) if core.split()[0] in _VERB_STARTS else ""
+    text = " ".join((before + head + core + _pick(rng, _POLITE_TAIL)).split())
+    if rng.random() < 0.5:  # as typed: a capital and a full stop
+        text = text[0].upper() + text[1:] + _pick(rng, (".", ".", "!"))
+    return text
+
+
+# ---- reach_around: one pillar, pass it on the left or on the right -------------------------
+
+_OBST = (
+    "obstacle", "pillar", "post", "cylinder", "column", "pole", "obstruction", "barrier", "tower",
+    "peg", "object in the way", "thing in the middle", "round thing", "blocker", "stump", "rod",
+)
+_GO = (
+    "go", "move", "pass", "head", "travel", "steer", "navigate", "swing", "curve", "drive", "get",
+    "make your way", "work your way", "slide", "veer", "detour", "bend", "loop", "run", "walk",
+)
+_AROUND = ("around", "past", "by", "round", "alongside")
+_ROUTE = ("route", "way", "path", "side", "lane", "track", "option", "detour", "course")
+_GOAL = ("goal", "target", "destination", "end point", "green disc", "marker", "finish")
+_SIDE = {"left": ("left", "left-hand"), "right": ("right", "right-hand")}
+_WHOSE = ("your", "your", "the gripper's", "the arm's", "the robot's", "the hand's")
+_FLANK = ("side", "flank", "edge", "half")
+_BEFORE = (  # clauses that say nothing about the side, so no template owns them
+    "",
+    "",
+    "",
+    "",
+    "",
+    "reach straight ahead, but ",
+    "on your way to the {goal}, ",
+    "moving forward, ",
+    "from the start, ",
+    "as you head to the {goal}, ",
+    "when you reach the {obst}, ",
+    "first, ",
+    "to get to the {goal}, ",
+    "carefully, ",
+    "this time ",
+    "step one: approach the {obst}. then ",
+)
+_AFTER = (
+    "", "", "", "", "", " then stop at the {goal}", " and halt at the {goal}",
+    " to reach the {goal}", " and continue to the {goal}", " as you move to the {goal}",
+    " on the way", " and finish", " as you pass it", " as it goes by", " and end at the {goal}",
+    " without touching it", " and then go straight", ", then carry on",
+)
+_TURN = {"left": ("clockwise",), "right": ("counterclockwise", "anticlockwise")}
+
+_RA_POSITIVE = (  # {s}: the side the path takes
+    "{go} {around} the {obst} on the {s}",
+    "{go} {around} the {obst} on its {s} side",
+    "{go} {s} of the {obst}",
+    "{go} to the {s} of the {obst}",
+    "{go} {s} around the {obst}",
+    "{go} on the {s} side",
+    "{go} {s}",
+    "take the {s} {route}",
+    "take the {route} on the {s}",
+    "the {s} {route}",
+    "{s} {route}",
+    "{s}",
+    "{s} side of the {obst}",
+    "stay on the {s} of the {obst}",
+    "keep to the {s}",
+    "keep {s} of the {obst}",
+    "hug the {s} side of the {obst}",
+    "pass the {obst} on the {s}",
+    "pass the {obst} on its {s}",
+    "reach the {goal} by going {s} of the {obst}",
+    "get to the {goal} via the {s} side",
+    "{go} to the {goal}, passing {s} of the {obst}",
+    "on the way to the {goal}, {go} {s} of the {obst}",
+    "circle the {obst} from the {s}",
+    "{go} by way of the {obst}'s {s} side",
+    "{go} along the {obst}'s {s} {flank}",
+    "slip past the {obst}'s {s} {flank}",
+    "dodge the {obst} on the {s}",
+    "dodge the {obst} by going {s}",
+    "clear the {obst} on its {s}",
+    "bypass the {obst} on its {s} side",
+    "skirt the {obst} to the {s}",
+    "{go} {s}, around the {obst}",
+    "send the arm {s} of the {obst}",
+    "{go} past the {obst}, staying {s}",
+    "{go} {turn} around the {obst}",
+    "round the {obst} {turn}",
+)
+_RA_INVERTED = (  # {o}: the side the obstacle stays on, opposite to the path
+    "keep the {obst} on your {o}",
+    "keep the {obst} to your {o}",
+    "leave the {obst} on your {o}",
+    "leave the {obst} to your {o}",
+    "with the {obst} on your {o}, {go} to the {goal}",
+    "have the {obst} on your {o} side",
+    "the {obst} should stay on your {o}",
+    "{go} so that the {obst} is on your {o}",
+    "{go} {around} with the {obst} at your {o}",
+    "keep the {obst} at your {o} hand",
+    "{go} past, the {obst} on your {o}",
+    "{go} with the {obst} staying on {whose} {o}",
+    "keep the {obst} on {whose} {o}",
+    "the {obst} should end up on {whose} {o}",
+    "make sure the {obst} is to {whose} {o}",
+    "{go} past the {obst} with it on {whose} {o} side",
+    "the {obst} must be on {whose} {o}",
+)
+_RA_NEGATED = (  # {o}: the side not to take
+    "don't go {o}",
+    "do not take the {o} {route}",
+    "avoid the {o} side",
+    "avoid the {o} side of the {obst}",
+    "avoid going {o}",
+    "not {o}",
+    "never pass {o} of the {obst}",
+    "stay off the {o} side",
+    "don't go around the {obst} on the {o}",
+    "anything but the {o} {route}",
+    "no {o} {route}",
+    "do not {go} {o} of the {obst}",
+    "skip the {o} {route}",
+    "the {o} {route} is blocked",
+    "without crossing to the {o} of the {obst}",
+    "never cross to the {o} of the {obst}",
+    "keep away from the {o} side of the {obst}",
+    "stay clear of the {o}",
+    "don't pass on the {o}",
+    "whatever you do, not the {o}",
+)
+_RA_CONTRAST = (
+    "not {o}, {s}", "{s}, not {o}", "not the {o} {route}, the {s} one", "{go} {s} instead of {o}",
+    "rather {s} than {o}", "take the {s} {route}, not the {o} one", "don't go {o}, go {s}",
+    "the {s} of the {obst} rather than the {o}", "avoid the {o}; pass the {obst} on the {s}",
+    "no {o} {route}: {go} {around} the {obst} on the {s}", "stay off the {o}, {go} {s}",
+    "{go} {around} the {obst} on the {s}, not the {o}",
+)
+
+
+def _reach_around(mode: int, rng: np.random.Generator) -> str:
+    s = ("left", "right")[mode]
+    o = OTHER[s]
+    kind = rng.choice(4, p=[0.5, 0.2, 0.15, 0.15])
+    template = _pick(rng, (_RA_POSITIVE, _RA_INVERTED, _RA_NEGATED, _RA_CONTRAST)[kind])
+    slots = {
+        "obst": _OBST,
+        "go": _GO,
+        "around": _AROUND,
+        "route": _ROUTE,
+        "goal": _GOAL,
+        "s": _SIDE[s],
+        "o": _SIDE[o],
+        "turn": _TURN[s],
+        "whose": _WHOSE,
+        "flank": _FLANK,
+    }
+    before = _fill(rng, _pick(rng, _BEFORE), slots)
+    return _wrap(rng, _fill(rng, template + _pick(rng, _AFTER), slots), before)
+
+
+# ---- pick: the red or the blue cube --------------------------------------------------------
+
+_COLOUR = {
+    "red": (
+        "red", "red", "red", "reddish", "ruby", "cherry-red", "brick-red", "rose-red",
+        "red-coloured", "maroon", "burgundy", "wine-red", "blood-red", "fire-engine red",
+        "rust-red", "cardinal red", "bright red", "dark red", "deep red", "light red",
+    ),
+    "blue": (
+        "blue", "blue", "blue", "bluish", "cobalt", "sapphire", "sky-blue", "royal blue",
+        "blue-coloured", "ultramarine", "indigo", "steel-blue", "ice-blue", "baby-blue",
+        "midnight-blue", "electric blue", "powder-blue", "cornflower blue", "bright blue",
+        "dark blue", "deep blue", "light blue",
+    ),
+}
+_COLOUR_OF = {  # "the cube the colour of ..."
+    "red": (
+        "blood", "a fire engine", "a strawberry", "a cherry", "a rose", "lipstick", "rubies",
+        "a red apple", "a poppy", "flames",
+    ),
+    "blue": (
+        "the sky", "a blueberry", "a sapphire", "a bluebird", "forget-me-nots", "cornflowers",
+        "a clear summer sky", "blue ink", "a swimming pool", "the blue on a flag",
+    ),
+}
+_SIZE = ("", "", "", "", "little ", "small ", "tiny ", "square ", "plastic ", "wooden ")
+_CUBE = ("cube", "block", "box", "brick", "piece", "one", "object", "square", "item", "thing")
+_LIFT = (
+    "pick up", "lift", "grab", "raise", "take", "get", "grasp", "pick", "fetch", "collect",
+    "hold up", "bring up", "lift up", "seize", "snatch", "grip", "take hold of",
+)
+_PICK_POSITIVE = (
+    "{lift} the {size}{c} {cube}", "{lift} the {cube} the colour of {like}",
+    "{lift} the {cube} that looks like {like}", "{lift} the one coloured like {like}",
+    "{lift} the {c} {cube} off the table", "{lift} the {cube} that is {c}", "the {c} {cube}",
+    "{c} {cube}", "{c}", "{c} one, please", "go for the {c} {cube}", "i want the {c} {cube}",
+    "reach for the {c} {cube} and {lift} it", "grab the {c} {cube} and raise it",
+    "{lift} the {cube} coloured {c}", "your target is the {c} {cube}",
+)
+_PICK_NEGATED = (  # {oc}: the other colour
+    "not the {oc} {cube}, the {c} one",
+    "{lift} the {c} {cube}, not the {oc} one",
+    "leave the {oc} {cube} alone and {lift} the other one",
+    "don't touch the {oc} {cube}, {lift} the other",
+    "ignore the {oc} {cube}",
+    "anything but the {oc} {cube}",
+    "the one that isn't {oc}",
+    "{lift} the {cube} that is not {oc}",
+    "{lift} the {c} {cube} and leave the {oc} one",
+    "leave the {oc} one, {lift} the {c} {cube}",
+    "{lift} the {c} one, not the {oc} one",
+    "the {oc} {cube} stays, {lift} the {c} one",
+    "not {oc}: {c}",
+)
+
+
+def _pick_cube(mode: int, rng: np.random.Generator) -> str:
+    c = ("red", "blue")[mode]
+    oc = "blue" if c == "red" else "red"
+    template = _pick(rng, _PICK_NEGATED if rng.random() < 0.2 else _PICK_POSITIVE)
+    slots = {
+        "lift": _LIFT,
+        "cube": _CUBE,
+        "c": _COLOUR[c],
+        "oc": _COLOUR[oc],
+        "like": _COLOUR_OF[c],
+        "size": _SIZE,
+    }
+    return _wrap(rng, _fill(rng, template, slots))
+
+
+# ---- reach_around_maze: one gap per row of posts ------------------------------------------
+
+_ROW_REF = (  # per row: how the row is named
+    (
+        "first row", "first post", "single post", "nearest post", "row one", "first obstacle",
+        "lone post", "opening post", "row 1", "lone one", "first pole",
+    ),
+    (
+        "second row", "pair of posts", "two posts", "middle row", "row two", "next row",
+        "second pair", "row 2", "pair", "two", "duo",
+    ),
+    (
+        "third row", "last row", "three posts", "far row", "row three", "final row", "row of three",
+        "row 3", "trio", "three", "last three posts",
+    ),
+)
+_GAP = {  # gap letter -> phrases with {r} the row's name
+    "L": (
+        "left of the {r}", "to the left of the {r}", "on the left of the {r}",
+        "around the left end of the {r}", "past the {r} on the left", "left at the {r}",
+        "along the left edge at the {r}",
+    ),
     "R": (
-        "right of the {o} post",
-        "on the right at the {o} row",
-        "to the right side in the {o} row",
+        "right of the {r}", "to the right of the {r}", "on the right of the {r}",
+        "around the right end of the {r}", "past the {r} on the right", "right at the {r}",
+        "along the right edge at the {r}",
     ),
     "M": (
-        "through the middle of the {o} row",
-        "between the posts of the {o} row",
-        "down the centre of the {o} row",
+        "between the {r}", "through the middle of the {r}", "through the gap in the {r}",
+        "down the centre at the {r}", "through the opening of the {r}", "middle at the {r}",
     ),
     "M1": (
-        "through the left gap of the {o} row",
-        "between the first two posts of the {o} row",
-        "via the inner left opening of the {o} row",
+        "between the first and second posts of the {r}", "through the left gap of the {r}",
+        "between the left and centre posts of the {r}", "through the left-middle gap at the {r}",
+        "through the gap left of centre in the {r}", "inner left at the {r}",
+        "between posts one and two of the {r}", "between the leftmost and middle of the {r}",
+        "through the first gap from the left in the {r}",
     ),
     "M2": (
-        "through the right gap of the {o} row",
-        "between the last two posts of the {o} row",
-        "via the inner right opening of the {o} row",
+        "between the second and third posts of the {r}", "through the right gap of the {r}",
+        "between the centre and right posts of the {r}", "through the right-middle gap at the {r}",
+        "through the gap right of centre in the {r}", "inner right at the {r}",
+        "between posts two and three of the {r}", "between the middle and rightmost of the {r}",
+        "through the second gap from the left in the {r}",
     ),
 }
-_MAZE_FRAMES_TRAIN = (
-    "go {a}, {b}, then {c}",
-    "pass {a}, then {b}, and finally {c}",
-    "move {a}, {b} and {c}",
+_SHORT = {  # a row's choice without naming the row, for "row 1: left. row 2: ..." lists
+    "L": ("left", "left side", "go left", "keep left", "pass on the left"),
+    "R": ("right", "right side", "go right", "keep right", "pass on the right"),
+    "M": ("middle", "between them", "through the gap", "centre", "between the two"),
+    "M1": (
+        "left gap", "between posts one and two", "between the first and second from the left",
+        "inner left gap", "left-of-centre gap",
+    ),
+    "M2": (
+        "right gap", "between posts two and three", "between the second and third from the left",
+        "inner right gap", "right-of-centre gap",
+    ),
+}
+_ROW_LABEL = (
+    ("row 1", "row one", "first row"),
+    ("row 2", "row two", "second row"),
+    ("row 3", "row three", "third row"),
 )
-_MAZE_FRAMES_HELDOUT = ("navigate {a}; after that {b}; end {c}", "weave {a}, next {b}, last {c}")
+_ALL_SIDE = (
+    "stay {s} of everything", "keep to the far {s} of every row", "{s} of every post",
+    "{s} all the way", "go {s} at every row", "hug the {s} edge the whole way",
+    "pass every post on the {s}",
+)
+_MAZE_FRAMES = (
+    "{a}, {b}, {c}", "{a}, then {b}, then {c}", "go {a}, then {b}, and finally {c}",
+    "first {a}, next {b}, last {c}", "{a}; {b}; {c}", "pass {a}, {b} and {c}",
+    "move {a}, after that {b}, then {c}", "navigate {a}, {b}, and {c} to the goal",
+)
+_MAZE_CODE = ("route {x}", "{x}", "take route {x}", "follow {x}")
 
 
-def _maze_templates() -> tuple[dict, dict]:
+def _maze(mode: int, rng: np.random.Generator) -> str:
     layout = make_layout("maze")
-    train: dict[int, list[str]] = {}
-    heldout: dict[int, list[str]] = {}
-    n_modes = len(layout["mode_names"])
-    for mode in range(n_modes):
-        gaps = mode_to_gaps(mode, layout)
-        letters = [_gap_letters(len(row))[g] for row, g in zip(layout["rows"], gaps)]
-
-        def parts(style: int, letters=letters) -> list[str]:
-            return [
-                _GAP_PHRASES[ltr][style].format(o=_ORDINALS[k]) for k, ltr in enumerate(letters)
-            ]
-
-        train[mode] = [
-            f.format(a=a, b=b, c=c) for f in _MAZE_FRAMES_TRAIN for a, b, c in (parts(0), parts(1))
+    gaps = mode_to_gaps(mode, layout)
+    letters = [_gap_letters(len(row))[g] for row, g in zip(layout["rows"], gaps)]
+    u = rng.random()
+    if u < 0.08:  # the route's code name, as in the mode names
+        return _wrap(rng, _pick(rng, _MAZE_CODE).format(x="-".join(letters)))
+    if u < 0.25:  # "row 1: left. row 2: between them. row 3: right gap."
+        sep = _pick(rng, (". ", "; ", ", "))
+        items = [
+            f"{_pick(rng, _ROW_LABEL[k])}{_pick(rng, (': ', ' ', ' - '))}{_pick(rng, _SHORT[x])}"
+            for k, x in enumerate(letters)
         ]
-        heldout[mode] = [
-            f.format(a=a, b=b, c=c) for f in _MAZE_FRAMES_HELDOUT for a, b, c in (parts(2),)
-        ]
-    return train, heldout
+        return _wrap(rng, sep.join(items))
+    if len(set(letters)) == 1 and letters[0] in "LR" and u < 0.5:
+        side = {"L": "left", "R": "right"}[letters[0]]
+        return _wrap(rng, _pick(rng, _ALL_SIDE).format(s=side))
+    parts = [
+        _pick(rng, _GAP[ltr]).format(r=_pick(rng, _ROW_REF[k])) for k, ltr in enumerate(letters)
+    ]
+    if rng.random() < 0.25:  # each part names its row, so any order reads the same
+        parts = [parts[i] for i in rng.permutation(3)]
+        return _wrap(rng, f"{parts[0]}, {parts[1]}, {parts[2]}")
+    return _wrap(rng, _pick(rng, _MAZE_FRAMES).format(a=parts[0], b=parts[1], c=parts[2]))
 
 
-_MAZE_TRAIN, _MAZE_HELDOUT = _maze_templates()
+_VERB_STARTS = {w.split()[0] for w in (*_GO, *_LIFT)} | {
+    "take",
+    "keep",
+    "stay",
+    "hug",
+    "reach",
+    "circle",
+    "round",
+    "leave",
+    "have",
+    "avoid",
+    "skip",
+    "follow",
+    "ignore",
+    "first",
+    "on",
+    "with",
+}
+_GRAMMARS = {"reach_around": _reach_around, "reach_around_maze": _maze, "pick": _pick_cube}
+NUM_MODES = {"reach_around": 2, "reach_around_maze": 24, "pick": 2}
 
-_PICK_TRAIN = {
-    0: ["pick up the red cube", "lift the red block", "grab the red cube and raise it"],
-    1: ["pick up the blue cube", "lift the blue block", "grab the blue cube and raise it"],
-}
-_PICK_HELDOUT = {
-    0: ["raise the crimson box off the table", "take hold of the red one and lift it"],
-    1: ["raise the navy box off the table", "take hold of the blue one and lift it"],
-}
-
-TRAIN_TEMPLATES: dict[str, dict[int, list[str]]] = {
-    "reach_around": _REACH_TRAIN,
-    "reach_around_maze": _MAZE_TRAIN,
-    "pick": _PICK_TRAIN,
-}
-HELDOUT_TEMPLATES: dict[str, dict[int, list[str]]] = {
-    "reach_around": _REACH_HELDOUT,
-    "reach_around_maze": _MAZE_HELDOUT,
-    "pick": _PICK_HELDOUT,
-}
+# fmt: on
 
 
 def sample_instruction(task: str, mode: int, rng: np.random.Generator) -> str:
-    """A random train-split instruction for ``mode`` of ``task``."""
-    if task not in TRAIN_TEMPLATES:
-        raise ValueError(f"task={task!r} must be one of {sorted(TRAIN_TEMPLATES)}")
-    templates = TRAIN_TEMPLATES[task]
-    if mode not in templates:
-        raise ValueError(f"mode={mode} must be in [0, {len(templates)}) for task {task!r}")
-    options = templates[mode]
-    return options[int(rng.integers(len(options)))]
+    """A random paraphrase commanding ``mode`` of ``task``."""
+    if task not in _GRAMMARS:
+        raise ValueError(f"task={task!r} must be one of {sorted(_GRAMMARS)}")
+    if not 0 <= mode < NUM_MODES[task]:
+        raise ValueError(f"mode={mode} must be in [0, {NUM_MODES[task]}) for task {task!r}")
+    return _GRAMMARS[task](mode, rng)
+
+
+def paraphrases(task: str, mode: int, rng: np.random.Generator, n: int) -> list[str]:
+    """Up to ``n`` distinct paraphrases of ``mode`` (in the order drawn)."""
+    out: dict[str, None] = {}
+    for _ in range(20 * n):
+        out.setdefault(sample_instruction(task, mode, rng))
+        if len(out) == n:
+            break
+    return list(out)
+
+
+# ---- sentences that command nothing --------------------------------------------------------
+
+# fmt: off
+_CHORE_VERB = (
+    "make", "bring", "open", "close", "clean", "wash", "fold", "cook", "water", "turn on",
+    "turn off", "find", "sort", "paint", "fix", "order", "call", "play", "read", "write", "print",
+    "translate", "shut down", "restart", "charge", "feed", "vacuum", "iron", "sing", "buy", "email",
+    "measure", "polish", "count", "delete", "draw", "book", "check", "repeat",
+)
+_CHORE_OBJECT = (
+    "me a sandwich", "the door", "the window", "the kitchen", "the dishes", "the laundry", "dinner",
+    "the plants", "the lights", "the tv", "my keys", "the mail", "the fence", "the sink", "a pizza",
+    "my mother", "some music", "a story", "an email", "the bed", "the report", "this sentence",
+    "the dog", "the car", "the battery", "the garden", "a taxi", "the floor", "my shirt",
+    "the news", "a song", "the calendar", "the windows", "the files", "your controller",
+    "the printer", "the groceries", "the oven", "a poem", "the trash",
+)
+_CHIT_CHAT = (
+    "what time is it", "how are you today", "tell me a joke", "what's the weather like",
+    "good morning", "thank you very much", "who built you", "i am bored", "hello there",
+    "what is two plus two", "do you like music", "never mind", "hmm", "stop talking",
+    "how tall is the eiffel tower", "what should i eat", "the sky is blue today",
+    "my cat is asleep", "is it going to rain", "let's take a break",
+)
+_NEAR_MISS = {
+    "reach_around": (
+        "jump over the {obst}", "knock the {obst} over", "pick up the {obst}", "go up",
+        "go backwards", "stay where you are", "spin in place", "paint the {obst}",
+    ),
+    "reach_around_maze": (
+        "knock down all the posts", "go backwards", "stay where you are", "count the posts",
+        "stack the posts", "go up", "spin in place",
+    ),
+    "pick": (  # {c}: an absent colour; {p}: a present one, with an action other than lifting
+        "pick up the {c} cube",
+        "lift the {c} block",
+        "grab the {c} one",
+        "stack the cubes",
+        "push both cubes off the table",
+        "lift the table",
+        "throw the cube",
+        "paint the cube",
+        "push the {p} cube",
+        "stack the {p} cube on the other one",
+        "paint the {p} block {c}",
+        "throw the {p} cube",
+        "knock over the {p} block",
+        "roll the {p} cube",
+        "kick the {p} one",
+        "slide the {p} cube to the edge",
+        "what colour is the {p} cube",
+        "count the {p} cubes",
+    ),
+}
+_ABSENT_COLOUR = ("green", "yellow", "purple", "orange", "black", "white", "pink", "grey")
+
+
+_SYLLABLES = ("zib", "ble", "fran", "dle", "kor", "mop", "tash", "vee", "lun", "gar", "pim", "rox")
+
+# fmt: on
+
+
+def _nonsense(rng: np.random.Generator) -> str:
+    words = [
+        "".join(_pick(rng, _SYLLABLES) for _ in range(int(rng.integers(1, 4))))
+        for _ in range(int(rng.integers(1, 6)))
+    ]
+    return " ".join(words)
+
+
+def off_task_sentences(task: str | None, rng: np.random.Generator, n: int) -> list[str]:
+    """Up to ``n`` distinct sentences commanding no mode of ``task``: chores, chit-chat, nonsense,
+    near misses of the task (absent colours, impossible actions) and the other tasks' commands
+    (a task not in this module, e.g. a user's env, gets the first three kinds only)."""
+    nav = {"reach_around", "reach_around_maze"}  # share their words: not off-task for each other
+    others = [t for t in _GRAMMARS if task in _GRAMMARS and t != task and not {t, task} <= nav]
+    out: dict[str, None] = {}
+    for _ in range(20 * n):
+        kind = rng.choice(5)
+        if kind == 4:
+            text = _nonsense(rng)
+        elif kind == 0:
+            text = f"{_pick(rng, _CHORE_VERB)} {_pick(rng, _CHORE_OBJECT)}"
+        elif kind == 1:
+            text = _pick(rng, _CHIT_CHAT)
+        elif kind == 2:
+            slots = {"obst": _OBST, "c": _ABSENT_COLOUR, "p": ("red", "blue")}
+            text = _fill(rng, _pick(rng, _NEAR_MISS.get(task, _CHIT_CHAT)), slots)
+        elif others:
+            t = _pick(rng, others)
+            text = sample_instruction(t, int(rng.integers(NUM_MODES[t])), rng)
+        else:
+            text = ""
+        if text:
+            out.setdefault(text)
+        if len(out) == n:
+            break
+    return list(out)

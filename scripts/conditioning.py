@@ -1,7 +1,8 @@
 """README's steering table: commanded-mode accuracy, success under command and the unconditional
-branch of trained mode / language runs of one task (conditioning.json under TASK, others kept).
+branch of a trained mode run of one task (conditioning.json under TASK, others kept). Language
+runs are measured by scripts/language.py (phrasings written apart from the grammar).
 
-    python scripts/conditioning.py reach_around --mode-run RUN --lang-run RUN --guided 1.5
+    python scripts/conditioning.py reach_around --mode-run RUN --guided 1.5
     python scripts/conditioning.py --print-only     # the table from results/conditioning.json"""
 
 import argparse
@@ -13,12 +14,8 @@ from diffpolicy.evaluate import evaluate_run
 EVALS = {  # entry -> (run, evaluate_run kwargs); with --guided G also ENTRY_wG for the commands
     "mode_all": ("mode", {"mode": "all"}),
     "mode_unconditional": ("mode", {"guidance": 0.0}),
-    "lang_train_templates": ("lang", {"instructions": "train"}),
-    "lang_heldout_templates": ("lang", {"instructions": "heldout"}),
-    "lang_unconditional": ("lang", {"guidance": 0.0}),
 }
-SETTINGS = ("condition", "cond_dropout", "language_grounding")  # of each run, kept with it
-UNCOND = ("mode_unconditional", "lang_unconditional")
+SETTINGS = ("condition", "cond_dropout")  # of each run, kept with it
 
 
 def pick(e: dict, name: str, guided: bool) -> dict | None:  # NAME, or NAME_wG if `guided`
@@ -31,18 +28,17 @@ def accuracy(r: dict | None) -> str:
     return "not trained" if r is None else f"{r['commanded_mode_accuracy']:.3f}{w}"
 
 
-def table(results: dict) -> str:  # mode ids at w 1, instructions guided where evaluated so
+def table(results: dict) -> str:  # mode ids at guidance 1
     rows, success = [], []
     for task, e in [(k, e) for k, e in results.items() if isinstance(e, dict) and "mode_all" in e]:
         cells = [pick(e, "mode_all", False)]
-        cells += [pick(e, f"lang_{s}_templates", True) for s in ("train", "heldout")]
         success += [r["commanded_success_rate"] for r in cells if r]
-        uncond = [e[k]["normalized_entropy"] for k in UNCOND if k in e]
+        uncond = [e[k]["normalized_entropy"] for k in ("mode_unconditional",) if k in e]
         n = len(e["mode_all"]["mode_probs"])
         name = e["mode_all"].get("env_id") or "".join(map(str.title, task.split("_"))) + "-v0"
         name = name.split("/")[-1] + (f" ({n} routes)" if n > 2 else "")
         rows.append([name, *map(accuracy, cells), " / ".join(f"{x:.3f}" for x in uncond)])
-    head = ["task", "mode ids", "train instructions", "held-out paraphrases"]
+    head = ["task", "mode ids"]
     note = f"success under command: {min(success, default=float('nan')):.3f} or higher"
     return markdown_table([*head, "unconditional entropy"], rows) + "\n\n" + note
 
@@ -51,7 +47,6 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("task", nargs="?", help="key in the results file, e.g. reach_around")
     p.add_argument("--mode-run")
-    p.add_argument("--lang-run")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--action-steps", type=int, help="Ta at evaluation (default: the run's)")
     p.add_argument("--guided", type=float, default=0.0, help="also evaluate commands at this scale")
@@ -59,7 +54,7 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="directory of the results file")
     p.add_argument("--print-only", action="store_true", help="print the table, run nothing")
     a = p.parse_args()
-    runs = {"mode": a.mode_run, "lang": a.lang_run}
+    runs = {"mode": a.mode_run}
     todo = [(runs[k], name, kw) for name, (k, kw) in EVALS.items() if runs[k] and not a.print_only]
     g, w = {"guidance": a.guided}, f"_w{a.guided:g}"
     todo += [(r, n + w, kw | g) for r, n, kw in todo if a.guided and "unconditional" not in n]

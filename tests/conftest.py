@@ -61,5 +61,6 @@ def fake_encoder(monkeypatch, tmp_path):
     model_dir.mkdir()
     monkeypatch.setattr(language, "load_encoder", lambda path: enc)
     monkeypatch.setattr(language, "_CACHE", {})
+    monkeypatch.setattr(language, "_TOKENS", {})
     enc.path = str(model_dir)
     return enc

@@ -201,13 +201,25 @@ def payload_bytes(marker, protocol=None) -> bytes:
 
 class FakeEncoder:
     """Deterministic stand-in for a SentenceTransformer: nearly parallel unit vectors (cosine
-    ~0.98 between different texts, like MiniLM's "...left" vs "...right"), counting calls."""
+    ~0.98 between different texts, like MiniLM's "...left" vs "...right"), counting calls.
+    With output_value="token_embeddings": per text, one (T, dim) tensor, a fixed random vector
+    per word between [CLS] and [SEP] rows."""
 
     def __init__(self, dim: int = 16):
         self.dim, self.encoded = dim, []
 
     def encode(self, texts, **kw):
         self.encoded.extend(texts)
+        if kw.get("output_value") == "token_embeddings":
+            out = []
+            for t in texts:
+                words = ["[CLS]", *t.lower().replace(",", " ").split(), "[SEP]"]
+                vecs = [
+                    np.random.default_rng(sum(map(ord, w)) * 7 + len(w)).standard_normal(self.dim)
+                    for w in words
+                ]
+                out.append(torch.from_numpy(np.stack(vecs).astype(np.float32)))
+            return out
         rows = []
         for t in texts:
             rng = np.random.default_rng(sum(map(ord, t)))

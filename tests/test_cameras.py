@@ -247,6 +247,7 @@ def test_conditioning_and_guidance_work_with_images(condition):
             "image_height": 16, "image_width": 16}  # fmt: skip
     overrides = ("data.obs_keys=[proprio]", "data.goal_key=null", "data.image_keys=[top_image]",
                  f"policy.condition={condition}", "policy.cond_dropout=0.2",
+                 "policy.language_grounding=none",
                  "model.vision_features=8", "model.vision_keypoints=4")  # fmt: skip
     policy, cfg = policy_from_config(str(ROOT / "configs" / "debug.yaml"), overrides, dims)
     batch = random_obs(cfg, 4)

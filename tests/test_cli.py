@@ -131,7 +131,7 @@ def test_eval_cli_rejects_bad_instructions_value(capsys):
     from diffpolicy.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(["eval", "somewhere", "--instructions", "test"])
+        main(["eval", "somewhere", "--instructions", "heldout"])
     assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 

@@ -1,6 +1,8 @@
 """Evaluation (diffpolicy.evaluate): aggregate metrics from episode records, and the commanded
 mode / instruction for each episode (make_condition_fn)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from helpers import DEBUG
@@ -41,54 +43,52 @@ def test_aggregate_metrics_from_records():
 # ------------------------------------------------------------------------- commanded modes
 
 
-def _lang_cfg(fake_encoder, env_id="diffpolicy/ReachAround-v0"):
+def _lang_cfg(fake_encoder, grounding="none", env_id="diffpolicy/ReachAround-v0"):
     cfg = load_config(
-        DEBUG, ["policy.condition=language", f"policy.language_model={fake_encoder.path}"]
+        DEBUG,
+        [
+            "policy.condition=language",
+            f"policy.language_grounding={grounding}",
+            f"policy.language_model={fake_encoder.path}",
+        ],
     )
     cfg.env_id = env_id
     cfg.dims = {"obs_dim": 4, "action_dim": 2, "goal_dim": 2, "num_modes": 2, "lang_dim": 16}
     return cfg
 
 
-def test_instruction_templates_cycle_modes_and_texts(fake_encoder):
+def test_instruction_file_cycles_its_commanded_lines(fake_encoder, tmp_path):
+    """Episode i commands the i-th commanded line in turn; off-task lines ("-") are grounded,
+    never rolled out; without a grounder the policy gets each line's embedding."""
     from diffpolicy.evaluate import make_condition_fn
-    from envs.instructions import HELDOUT_TEMPLATES, TRAIN_TEMPLATES
 
+    f = tmp_path / "mine.tsv"
+    f.write_text("left\tgo left please\n# a comment\n-\tmake me a sandwich\n1\tgo right\n")
     cfg = _lang_cfg(fake_encoder)
-    fn = make_condition_fn(cfg, None, None, 2, "train")
-    n = sum(len(ts) for ts in TRAIN_TEMPLATES["reach_around"].values())
-    cmds = [fn(i) for i in range(n)]
-    assert [c[1] for c in cmds] == [0, 1] * (n // 2)
-    for cond, k, text in cmds:
-        assert text in TRAIN_TEMPLATES["reach_around"][k]
-        np.testing.assert_array_equal(cond["lang"], language.embed([text], fake_encoder.path)[0])
-    assert {c[2] for c in cmds} == {
-        t for ts in TRAIN_TEMPLATES["reach_around"].values() for t in ts
-    }
-    fn = make_condition_fn(cfg, None, None, 2, "heldout")
-    assert {fn(i)[2] for i in range(4)} <= {
-        t for ts in HELDOUT_TEMPLATES["reach_around"].values() for t in ts
-    }
-    # a single known template sets the commanded mode; free text leaves it unknown
-    assert make_condition_fn(cfg, None, "keep the obstacle on your right", 2)(0)[1] == 0
-    assert make_condition_fn(cfg, None, "pass right of the pillar", 2)(5)[1] == 1
-    assert make_condition_fn(cfg, None, "do a little dance", 2)(0)[1] is None
+    policy = SimpleNamespace(cond_encoder=SimpleNamespace())  # reads embeddings: no grounder
+    fn, summary = make_condition_fn(cfg, policy, None, None, str(f), 2)
+    assert summary is None  # no grounder in this run
+    cmds = [fn(i) for i in range(4)]
+    assert [(k, t) for _, k, t in cmds] == [(0, "go left please"), (1, "go right")] * 2
+    np.testing.assert_array_equal(
+        cmds[1][0]["lang"], language.embed(["go right"], fake_encoder.path)[0]
+    )
 
 
 def test_condition_commands_are_checked(fake_encoder):
-    from diffpolicy.evaluate import make_condition_fn
+    from diffpolicy.evaluate import check_command, make_condition_fn
 
     cfg = _lang_cfg(fake_encoder)
     with pytest.raises(UserError, match="--mode needs a mode-conditioned run"):
-        make_condition_fn(cfg, 0, None, 2)
-    with pytest.raises(UserError, match="must be train or heldout"):
-        make_condition_fn(cfg, None, None, 2, "test")
+        check_command(cfg, 0, None, None, 2)
     with pytest.raises(UserError, match="must not be empty"):
-        make_condition_fn(cfg, None, "  ", 2)
+        check_command(cfg, None, "  ", None, 2)
+    with pytest.raises(UserError, match="only one of"):
+        check_command(cfg, None, "go left", "val", 2)
     mode_cfg = load_config(DEBUG, ["policy.condition=mode"])
     with pytest.raises(UserError, match="--instructions needs a language-conditioned run"):
-        make_condition_fn(mode_cfg, None, None, 2, "train")
+        check_command(mode_cfg, None, None, "train", 2)
     with pytest.raises(UserError, match="out of range"):
-        make_condition_fn(mode_cfg, 2, None, 2)
-    fn = make_condition_fn(mode_cfg, "all", None, 2)
+        check_command(mode_cfg, 2, None, None, 2)
+    fn, _ = make_condition_fn(mode_cfg, None, "all", None, None, 2)
     assert [fn(i)[1] for i in range(4)] == [0, 1, 0, 1]

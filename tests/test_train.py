@@ -318,6 +318,7 @@ def test_language_training_stores_fitted_statistics_in_the_ema(fake_encoder, toy
         DEBUG,
         [
             "policy.condition=language",
+            "policy.language_grounding=none",
             "policy.cond_dropout=0.2",
             f"policy.language_model={fake_encoder.path}",
             "train.steps=6",

@@ -65,19 +65,18 @@ def make_normalizer(cfg: Config) -> Normalizer:
 class ConditionEncoder(nn.Module):
     """Extra condition -> (B, cond_embed_dim), with a learned "null" for classifier-free guidance.
 
-    - "mode": `nn.Embedding(num_modes + 1, D)`; row num_modes is null (also used for mode < 0).
-    - "language": sentence embedding (B, E) -> standardize -> MLP -> (B, D); null is a learned
-      vector. Sentence embeddings of different instructions are nearly parallel (cosine 0.98 for
-      "... on the left" vs "... on the right"), so the shared direction would dominate a plain
-      projection. Each dimension is standardized with the dataset's mean and std, kept as
-      buffers (`lang_mean`, `lang_var`): they are a running (cumulative) average over training
-      batches, or set exactly with `fit_language(embeddings)` (training does this with the
-      unique instructions of the dataset, before the EMA copy, and the running update then stops).
-      What remains is the part that differs between instructions, at unit scale. A row of NaN
-      (no instruction) gets the null vector. With `policy.language_grounding: nearest` an
-      embedding is first replaced by that of the nearest training instruction (`ground`; table
-      `lang_keys` (U, E), set by `fit_language`): an unseen paraphrase acts like the training
-      phrasing it is closest to, instead of landing where the MLP never looked.
+    - "mode": `nn.Embedding(num_modes + 1, D)` of batch["mode"] (B,); row num_modes is null
+      (also used for mode < 0).
+    - "language" with `policy.language_grounding: classifier` (the default): the same mode
+      embedding, plus `.grounder` (grounding.py), the classifier that turns an instruction into
+      the mode fed here (batch["mode"]); training fits it once, before the EMA copy, and freezes
+      it. The policy itself never reads text.
+    - "language" with grounding "none": sentence embedding batch["lang"] (B, E) -> standardize
+      -> MLP -> (B, D); null is a learned vector. Sentence embeddings of different instructions
+      are nearly parallel (cosine 0.98 for "... on the left" vs "... on the right"), so each
+      dimension is standardized with the dataset's mean and std (buffers `lang_mean`,
+      `lang_var`, set by `fit_language` from the unique instructions, or a running average
+      over training batches until then). A row of NaN (no instruction) gets the null vector.
     - "none": no parameters, `forward` returns None.
     """
 
@@ -85,9 +84,16 @@ class ConditionEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.policy.condition
         D = cfg.model.cond_embed_dim
-        if self.kind == "mode":
+        grounded = self.kind == "language" and cfg.policy.language_grounding == "classifier"
+        self.reads_mode = self.kind == "mode" or grounded
+        if self.reads_mode:
             self.num_modes = cfg.dims["num_modes"]
             self.embed = nn.Embedding(self.num_modes + 1, D)
+        if grounded:
+            from diffpolicy.grounding import Grounder
+
+            factors = cfg.dims.get("mode_factors") or [self.num_modes]
+            self.grounder = Grounder(self.num_modes, dim=cfg.dims["lang_dim"], factors=factors)
         elif self.kind == "language":
             E = cfg.dims["lang_dim"]
             self.register_buffer("lang_mean", torch.zeros(E))
@@ -96,13 +102,7 @@ class ConditionEncoder(nn.Module):
             self.proj = nn.Sequential(nn.Linear(E, 256), nn.Mish(), nn.Linear(256, D))
             self.null = nn.Parameter(torch.randn(D) * 0.02)
             self.language_fitted = False
-            self.grounding = cfg.policy.language_grounding
-            if self.grounding == "nearest":
-                U = cfg.dims.get("lang_instructions", 0)
-                if U < 1:
-                    raise ValueError("language_grounding=nearest needs dims.lang_instructions")
-                self.register_buffer("lang_keys", torch.zeros(U, E))
-        elif self.kind != "none":
+        elif self.kind not in ("none", "mode"):
             raise ValueError(f"policy.condition={self.kind!r} must be none, mode or language")
 
     @torch.no_grad()
@@ -112,17 +112,7 @@ class ConditionEncoder(nn.Module):
         self.lang_mean.copy_(emb.mean(0))
         self.lang_var.copy_(emb.var(0, unbiased=False))
         self.lang_count.fill_(len(emb))
-        if self.grounding == "nearest":  # emb: the distinct training instructions
-            self.lang_keys.copy_(emb)
         self.language_fitted = True
-
-    def ground(self, emb: Tensor) -> Tensor:
-        """(B, E) -> the nearest training instruction's embedding per row (B, E): cosine after
-        subtracting the mean (per-dimension scaling would let a few-instruction variance
-        estimate decide; centering alone keeps what differs between instructions)."""
-        keys = nn.functional.normalize(self.lang_keys - self.lang_mean, dim=-1)  # (U, E)
-        sim = nn.functional.normalize(emb - self.lang_mean, dim=-1) @ keys.T  # (B, U)
-        return self.lang_keys[sim.argmax(-1)]
 
     @torch.no_grad()
     def _update_language_stats(self, emb: Tensor) -> None:
@@ -144,7 +134,7 @@ class ConditionEncoder(nn.Module):
         """
         if self.kind == "none":
             return None
-        if self.kind == "mode":
+        if self.reads_mode:
             mode = (
                 batch["mode"].long()
                 if "mode" in batch
@@ -154,22 +144,18 @@ class ConditionEncoder(nn.Module):
             if drop is not None:
                 idx = torch.where(drop, torch.full_like(idx, self.num_modes), idx)
             return self.embed(idx)
-        if self.kind == "language":
-            null = self.null.expand(B, -1)
-            if "lang" not in batch:
-                return null
-            emb = batch["lang"].float()
-            missing = torch.isnan(emb).any(-1)  # (B,) rows without an instruction -> null
-            emb = torch.nan_to_num(emb)
-            if self.training and torch.is_grad_enabled() and not self.language_fitted:
-                self._update_language_stats(emb)
-            if self.grounding == "nearest":
-                emb = self.ground(emb)
-            z = (emb - self.lang_mean) / torch.sqrt(self.lang_var + 1e-6)
-            out = self.proj(z)
-            drop = missing if drop is None else drop | missing
-            return torch.where(drop[:, None], null, out)
-        raise AssertionError(self.kind)
+        null = self.null.expand(B, -1)
+        if "lang" not in batch:
+            return null
+        emb = batch["lang"].float()
+        missing = torch.isnan(emb).any(-1)  # (B,) rows without an instruction -> null
+        emb = torch.nan_to_num(emb)
+        if self.training and torch.is_grad_enabled() and not self.language_fitted:
+            self._update_language_stats(emb)
+        z = (emb - self.lang_mean) / torch.sqrt(self.lang_var + 1e-6)
+        out = self.proj(z)
+        drop = missing if drop is None else drop | missing
+        return torch.where(drop[:, None], null, out)
 
 
 def observation_features(policy: nn.Module, batch: dict[str, Tensor]) -> Tensor:
@@ -198,7 +184,8 @@ def global_condition(
 
     `features`: `observation_features(policy, batch)` when the caller has it already (guided
     sampling builds the conditional and the unconditional vector from one image encoding).
-    The extra condition comes from batch["mode"] (B,) / batch["lang"] (B, E); `drop` (B,) bool
+    The extra condition comes from batch["mode"] (B,) (mode runs, and language runs grounded by
+    the classifier) or batch["lang"] (B, E) (grounding "none"); `drop` (B,) bool
     nulls it for those rows.
     """
     if features is None:

@@ -1,0 +1,291 @@
+"""Grounding: an instruction -> which mode it commands, with a confidence, or a refusal.
+
+    g = Grounder(num_modes=K, factors=mode_factors(names))      # ~0.3 M parameters
+    fit_grounder(g, texts, labels, off_task, model_path, seed)  # labels (N,) ints in [0, K)
+    probs = ground(g, texts, model_path)                        # (N, K + 1); column K: off-task
+    modes, confidence = decide(probs, threshold)                # (N,) int, -1 = refused; (N,)
+
+A language run does not ask the diffusion policy to read sentences: the policy is conditioned on
+a mode (an embedding per mode, a null one for classifier-free guidance), and this classifier maps
+text to a mode. It reads the frozen sentence encoder's token states (B, T, E) (language.py) with
+a few learned attention queries, so the words that decide ("left", "not", "obstacle on your
+right") are not averaged away as they are in the mean-pooled sentence vector, and an MLP gives
+K + 1 logits: one per mode and one for "not a command for this task". It is trained on the
+dataset's paraphrases (envs/instructions.py writes many per episode) and on off-task sentences,
+then its temperature is fit on a tenth of the paraphrases held out of training.
+
+`decide` refuses (mode -1) when the off-task class wins or the best mode's probability is below
+the threshold (policy.grounding_threshold): an instruction it cannot ground confidently gets a
+refusal, never a silent guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from diffpolicy import language
+from diffpolicy.errors import UserError
+
+
+def mode_factors(mode_names: Sequence[str]) -> list[int]:
+    """Sizes of the choices a mode composes, when its names say so: names "A-B-C" that
+    enumerate every combination in mixed-radix order (last part fastest), e.g. the maze's 24
+    routes -> [2, 3, 4]; otherwise [K]. A composed sentence then has one prediction per choice."""
+    K = len(mode_names)
+    parts = [str(n).split("-") for n in mode_names]
+    if K < 2 or len({len(p) for p in parts}) != 1 or len(parts[0]) < 2:
+        return [K]
+    values = [list(dict.fromkeys(p[i] for p in parts)) for i in range(len(parts[0]))]
+    grid = [[]]
+    for v in values:
+        grid = [g + [x] for g in grid for x in v]
+    return [len(v) for v in values] if grid == parts else [K]
+
+
+class Grounder(nn.Module):
+    """Token states (B, T, E) + mask (B, T) -> log-probabilities (B, K + 1), K modes + off-task.
+
+    A mode composed of choices (`factors`, e.g. [2, 3, 4] for the maze's rows) gets one softmax
+    per choice: log p(mode) = log p(on task) + sum_f log p_f(choice_f), so a route never seen as a
+    whole sentence is still predicted from its parts. `temperature` divides every logit.
+    """
+
+    def __init__(
+        self,
+        num_modes: int,
+        dim: int = 384,
+        factors: Sequence[int] | None = None,
+        width: int = 128,
+        layers: int = 1,
+        heads: int = 4,
+        hidden: int = 256,
+    ):
+        super().__init__()
+        factors = list(factors or [num_modes])
+        if int(np.prod(factors)) != num_modes:
+            raise ValueError(f"factors {factors} do not multiply to num_modes={num_modes}")
+        self.num_modes, self.factors = num_modes, factors
+        digits = np.stack(np.unravel_index(np.arange(num_modes), factors), axis=1)  # (K, F)
+        self.register_buffer("digits", torch.from_numpy(digits.astype(np.int64)), persistent=False)
+        self.proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
+        layer = nn.TransformerEncoderLayer(
+            width,
+            nhead=4,
+            dim_feedforward=2 * width,
+            dropout=0.1,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.mix = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.queries = nn.Parameter(torch.randn(heads, width) * width**-0.5)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm((heads + 1) * width),
+            nn.Dropout(0.1),
+            nn.Linear((heads + 1) * width, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, sum(factors) + 1),
+        )
+        self.register_buffer("temperature", torch.ones(()))
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        tokens = self.mix(self.proj(tokens), src_key_padding_mask=~mask)  # (B, T, W)
+        scores = torch.einsum("bte,he->bht", tokens, self.queries)  # (B, H, T)
+        scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+        pooled = torch.einsum("bht,bte->bhe", scores.softmax(-1), tokens)  # (B, H, W)
+        m = mask[..., None].float()
+        mean = (tokens * m).sum(1) / m.sum(1).clamp_min(1.0)  # (B, W)
+        logits = self.mlp(torch.cat([pooled.flatten(1), mean], dim=-1)) / self.temperature
+        off, choices = logits[:, -1], logits[:, :-1].split(self.factors, dim=-1)
+        joint = nn.functional.logsigmoid(-off)[:, None]  # (B, 1): log p(on task)
+        for f, lf in enumerate(choices):
+            joint = joint + lf.log_softmax(-1)[:, self.digits[:, f]]  # (B, K)
+        return torch.cat([joint, nn.functional.logsigmoid(off)[:, None]], dim=-1)  # (B, K + 1)
+
+
+def _padded(texts: Sequence[str], model_path: str) -> tuple[Tensor, Tensor]:
+    """(N, T, E) token states, zero-padded, and the (N, T) bool mask of real tokens."""
+    states = language.token_states(texts, model_path)
+    T = max(len(s) for s in states)
+    tokens = torch.zeros(len(states), T, states[0].shape[-1])
+    mask = torch.zeros(len(states), T, dtype=torch.bool)
+    for i, s in enumerate(states):
+        tokens[i, : len(s)] = torch.from_numpy(s)
+        mask[i, : len(s)] = True
+    return tokens, mask
+
+
+def fit_grounder(
+    grounder: Grounder,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    off_task: Sequence[str],
+    model_path: str = "",
+    seed: int = 0,
+    steps: int = 600,
+    batch_size: int = 128,
+) -> dict:
+    """Train `grounder` on (text, mode) pairs and off-task texts (label K); fit its temperature on
+    a tenth of the distinct texts held out. Returns {"holdout_accuracy", "temperature", ...}.
+
+    Runs on CPU in seconds: the encoder runs once per distinct text, the head is small.
+    """
+    K = grounder.num_modes
+    pairs = dict(zip(map(str, texts), map(int, labels)))  # one label per distinct text
+    pairs.update({str(t): K for t in off_task if str(t) not in pairs})
+    if any(not 0 <= y <= K for y in pairs.values()):
+        raise ValueError(f"labels must be in [0, {K})")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pairs))
+    keys = list(pairs)
+    n_hold = max(len(keys) // 10, 1)
+    hold = [keys[i] for i in order[:n_hold]]
+    fit = [keys[i] for i in order[n_hold:]]
+    tok, mask = _padded(fit, model_path)
+    y = torch.tensor([pairs[t] for t in fit])
+    # each class weighted equally: off-task sentences must not outvote a mode
+    counts = torch.bincount(y, minlength=K + 1).float().clamp_min(1.0)
+    weight = counts.sum() / (counts * (K + 1))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        opt = torch.optim.AdamW(grounder.parameters(), lr=2e-3, weight_decay=1e-2)
+        grounder.train()
+        for _ in range(steps):
+            idx = torch.randint(len(fit), (min(batch_size, len(fit)),), generator=gen)
+            m = mask[idx] & (torch.rand(mask[idx].shape, generator=gen) > 0.1)  # token dropout
+            m[:, 0] = True  # keep [CLS]: no sentence is left empty
+            loss = nn.functional.nll_loss(grounder(tok[idx], m), y[idx], weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    grounder.eval()
+    tok_h, mask_h = _padded(hold, model_path)
+    y_h = torch.tensor([pairs[t] for t in hold])
+    with torch.no_grad():
+        grid, nll = torch.linspace(0.25, 4.0, 76), []
+        for t in grid:
+            grounder.temperature.fill_(float(t))
+            nll.append(nn.functional.nll_loss(grounder(tok_h, mask_h), y_h))
+        grounder.temperature.fill_(float(grid[torch.stack(nll).argmin()]))
+        acc = float((grounder(tok_h, mask_h).argmax(-1) == y_h).float().mean())
+    for p in grounder.parameters():
+        p.requires_grad_(False)
+    return {
+        "texts": len(fit),
+        "holdout_texts": len(hold),
+        "holdout_accuracy": acc,
+        "temperature": float(grounder.temperature),
+        "final_loss": float(loss.detach()),
+    }
+
+
+@torch.no_grad()
+def ground(grounder: Grounder, texts: Sequence[str], model_path: str = "") -> np.ndarray:
+    """(N, K + 1) probabilities per text; column K is "not a command for this task"."""
+    tok, mask = _padded([str(t) for t in texts], model_path)
+    was = grounder.training
+    grounder.eval()
+    probs = grounder(tok, mask).exp().numpy()
+    grounder.train(was)
+    return probs
+
+
+def decide(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) mode per row, -1 where refused (off-task wins or best mode < threshold), and the
+    (N,) confidence: the best mode's probability."""
+    K = probs.shape[1] - 1
+    best = probs[:, :K].argmax(1)
+    conf = probs[np.arange(len(probs)), best]
+    refused = (probs.argmax(1) == K) | (conf < threshold)
+    return np.where(refused, -1, best), conf
+
+
+# ---------------------------------------------------------------------------- instruction files
+
+
+PHRASINGS = Path(__import__("envs").__file__).resolve().parent / "phrasings"
+OFF_TASK = "-"  # the mode field of a line that commands nothing (it should be refused)
+
+
+def task_of(env_id: str) -> str | None:
+    """The diffpolicy task behind `env_id` (reach_around, reach_around_maze, pick), or None."""
+    from envs import make_env
+
+    env = make_env(env_id)
+    try:
+        return getattr(env.unwrapped, "task_name", None)
+    finally:
+        env.close()
+
+
+def read_instructions(path: str | Path, mode_names: Sequence[str]) -> list[tuple[int | None, str]]:
+    """Lines "MODE<TAB>TEXT" -> [(mode index or None for "-", text)]. MODE is a mode name or
+    index; "-" marks an off-task sentence. Blank lines and lines starting with "#" are skipped.
+    UserError naming the file and line for a malformed line, an unknown mode or an empty text."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read instructions file {p}: {type(e).__name__}") from None
+    names = {str(n): k for k, n in enumerate(mode_names)}
+    known = ", ".join(list(names)[:6]) + (", ..." if len(names) > 6 else "")
+    out = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.count("\t") != 1:
+            raise UserError(f"{p} line {no}: expected MODE<TAB>TEXT (one tab), got {line[:60]!r}")
+        mode, text = (x.strip() for x in line.split("\t"))
+        if not text:
+            raise UserError(f"{p} line {no}: empty instruction text")
+        if mode == OFF_TASK:
+            out.append((None, text))
+        elif mode in names:
+            out.append((names[mode], text))
+        elif mode.isdigit() and int(mode) < len(mode_names):
+            out.append((int(mode), text))
+        else:
+            raise UserError(
+                f"{p} line {no}: unknown mode {mode!r} (this run's modes: {known}; "
+                f"or {OFF_TASK} for an off-task sentence)"
+            )
+    if not out:
+        raise UserError(f"{p} has no instruction lines")
+    return out
+
+
+def instruction_set(
+    name: str, env_id: str, mode_names: Sequence[str], demos=None, per_mode: int = 20
+) -> list[tuple[int | None, str]]:
+    """[(mode or None, text)] of a named set or a file.
+
+    "train": up to `per_mode` of the training dataset's own phrasings per mode (`demos`);
+    "val" / "test": the task's files envs/phrasings/<task>_<split>.tsv plus the off-task file
+    off_task_<split>.tsv; anything else is read as a path (`read_instructions`).
+    """
+    if name == "train":
+        if demos is None:
+            raise UserError("--instructions train needs the run's training dataset")
+        seen: dict[int, list[str]] = {}
+        for e in demos.episodes:
+            for t in (e.instruction, *e.paraphrases):
+                if t and e.mode >= 0 and t not in seen.setdefault(e.mode, []):
+                    seen[e.mode].append(t)
+        rows = [(k, t) for k in sorted(seen) for t in seen[k][:per_mode]]
+        if not rows:
+            raise UserError("the training dataset has no instructions with mode labels")
+        return rows
+    if name in ("val", "test"):
+        task = task_of(env_id)
+        path = PHRASINGS / f"{task}_{name}.tsv"
+        if task is None or not path.exists():
+            raise UserError(f"no packaged {name} phrasings for {env_id}: use --instructions-file")
+        return read_instructions(path, mode_names) + read_instructions(
+            PHRASINGS / f"off_task_{name}.tsv", mode_names
+        )
+    return read_instructions(name, mode_names)

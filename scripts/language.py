@@ -1,0 +1,128 @@
+"""Language grounding on phrasings nobody wrote into the grammar (results/language.json).
+
+    python scripts/language.py reach_around --run RUN            # rollouts: train / val / test
+                                                                 # phrasings + unconditional
+    python scripts/language.py pick --dataset DEMOS              # text only: fit the grounding
+                                                                 # classifier, ground val / test
+    python scripts/language.py --print-only                      # the README table
+
+Phrasing sets (grounding.instruction_set): "train" = the dataset's own grammar phrasings, "val"
+= envs/phrasings/<task>_val.tsv (the threshold and grammar were chosen on these), "test" =
+<task>_test.tsv (written apart from the grammar, used for nothing else). With --run, each set
+is a rollout evaluation: episode i commands the set's i-th commanded line in turn, a refused
+line counts as a miss; its off-task lines are grounded only. Without a run, only the text-level
+grounding is measured (an instruction -> mode classifier fit on DEMOS' paraphrases).
+"""
+
+import argparse
+
+from diffpolicy.bench import markdown_table, read_result, train_budget, write_result
+from diffpolicy.evaluate import evaluate_run
+
+SETS = ("train", "val", "test")
+
+
+def text_only(task: str, dataset: str, config: str) -> dict:
+    """Fit the run's grounding classifier on `dataset` (no policy) and ground every set."""
+    import time
+
+    import torch
+
+    from diffpolicy.config import load_config
+    from diffpolicy.dataset import load_demos
+    from diffpolicy.evaluate import ground_lines
+    from diffpolicy.grounding import Grounder, instruction_set, mode_factors
+    from diffpolicy.train import fit_grounding
+
+    torch.set_num_threads(2)
+    cfg = load_config(config, [f"data.dataset={dataset}"])
+    demos = load_demos(dataset)
+    names = list(demos.mode_names)
+    grounder = Grounder(len(names), factors=mode_factors(names))
+    t0 = time.perf_counter()
+    info = fit_grounding(cfg, grounder, demos)
+    out = {"fit": info | {"seconds": time.perf_counter() - t0, "dataset": dataset}}
+    policy = type("P", (), {"cond_encoder": type("C", (), {"grounder": grounder})()})()
+    for name in SETS:
+        rows = instruction_set(name, cfg.env_id, names, demos)
+        g = ground_lines(policy, cfg, rows, names)
+        g.pop("_grounded")
+        if name == "train" or task != "reach_around_maze":
+            out[name] = g
+            continue
+        per_route: dict[str, list[bool]] = {}
+        for line in g["lines"]:
+            if line["mode"] is not None:
+                per_route.setdefault(line["mode"], []).append(line["grounded"] == line["mode"])
+        g["per_route_accuracy"] = {k: sum(v) / len(v) for k, v in per_route.items()}
+        g["mean_route_accuracy"] = sum(g["per_route_accuracy"].values()) / len(per_route)
+        out[name] = g
+    return out
+
+
+def rollouts(run: str, episodes: int, trained_on: str | None) -> dict:
+    out = {"train": train_budget(run, trained_on)}
+    for name in SETS:
+        r = evaluate_run(run, episodes, instructions=name, progress=False)
+        out[name] = {k: v for k, v in r.items() if k != "records"}
+        print(f"{name}: accuracy {r['commanded_mode_accuracy']:.3f}", flush=True)
+    r = evaluate_run(run, episodes, guidance=0.0, progress=False)
+    out["unconditional"] = {k: v for k, v in r.items() if k != "records"}
+    return out
+
+
+def _rate(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def table(results: dict) -> str:
+    rows = []
+    for task, e in results.items():
+        if not isinstance(e, dict) or "val" not in e:
+            continue
+        for name in SETS:
+            r = e[name]
+            g = r.get("grounding") or r
+            roll = r.get("commanded_mode_accuracy")
+            worst = r.get("commanded_mode_accuracy_worst_instruction")
+            rows.append([
+                task, name, g["commanded_lines"],
+                "-" if roll is None else f"{roll:.3f}",
+                "-" if roll is None else f"{r['commanded_success_rate']:.3f}",
+                "-" if worst is None else f"{worst:.2f}",
+                f"{g['text_accuracy']:.3f}", f"{g['refusal_rate']:.3f}",
+                _rate(g.get("off_task_refusal_rate")),
+                f"{e['unconditional']['normalized_entropy']:.3f}" if "unconditional" in e else "-",
+            ])  # fmt: skip
+    head = ["task", "phrasings", "lines", "commanded-mode accuracy", "success",
+            "worst line", "grounded right (text)", "refused", "off-task refused",
+            "unconditional entropy"]  # fmt: skip
+    return markdown_table(head, rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("task", nargs="?", help="reach_around | pick | reach_around_maze")
+    p.add_argument("--run", help="a trained language run: roll out every phrasing set")
+    p.add_argument("--dataset", help="without --run: fit the grounding on these demos only")
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--trained-on", metavar="TEXT", help="where the run was trained")
+    p.add_argument("--print-only", action="store_true")
+    a = p.parse_args()
+    results = read_result("language")
+    if not a.print_only:
+        if not a.task or bool(a.run) == bool(a.dataset):
+            p.error("TASK and one of --run / --dataset are needed (or --print-only)")
+        config = f"configs/{a.task}_lang.yaml"
+        entry = (
+            rollouts(a.run, a.episodes, a.trained_on)
+            if a.run
+            else text_only(a.task, a.dataset, config)
+        )
+        results[a.task if a.run else f"{a.task}_text"] = entry
+        write_result("language", results)
+    print(table(read_result("language")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Language grounding (diffpolicy/grounding.py, envs/instructions.py): the paraphrase grammar,
+the calibrated instruction -> mode classifier with its refusal, instruction files and the
+packaged validation / test phrasings (fast tier: fake encoder)."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffpolicy.errors import UserError
+from diffpolicy.grounding import (
+    PHRASINGS,
+    Grounder,
+    decide,
+    fit_grounder,
+    ground,
+    instruction_set,
+    mode_factors,
+    read_instructions,
+)
+from envs.instructions import NUM_MODES, TASKS, off_task_sentences, paraphrases
+from envs.reach_around import make_layout, mode_to_gaps
+
+MAZE_NAMES = make_layout("maze")["mode_names"]
+NAMES = {
+    "reach_around": ["left", "right"],
+    "pick": ["red", "blue"],
+    "reach_around_maze": MAZE_NAMES,
+}
+
+
+# ----------------------------------------------------------------------------------- grammar
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_grammar_gives_many_distinct_paraphrases_per_mode_and_none_shared(task):
+    rng = np.random.default_rng(0)
+    per_mode = [set(paraphrases(task, k, rng, 300)) for k in range(NUM_MODES[task])]
+    assert all(len(p) == 300 for p in per_mode)  # the grammar does not run out
+    for i in range(len(per_mode)):
+        for j in range(i):
+            assert not per_mode[i] & per_mode[j], (i, j, sorted(per_mode[i] & per_mode[j])[:3])
+    off = set(off_task_sentences(task, rng, 300))
+    assert len(off) == 300 and not off & set().union(*per_mode)
+
+
+def test_grammar_phrases_the_obstacle_side_and_negations_the_right_way():
+    rng = np.random.default_rng(1)
+    left = paraphrases("reach_around", 0, rng, 2000)
+    # "keep the pillar on your right" and "avoid the right side" command the left route
+    assert any("on your right" in t for t in left) and any(
+        "avoid the right" in t.lower() for t in left
+    )
+    assert not any("on your left" in t for t in left)
+
+
+def test_mode_factors_follow_the_mode_names():
+    assert mode_factors(MAZE_NAMES) == [2, 3, 4]
+    assert mode_factors(["left", "right"]) == [2]
+    assert mode_factors(["a-b", "a-c", "b-c"]) == [3]  # not every combination: one choice
+    # the mixed radix of the names is the maze's own mode numbering
+    digits = np.stack(np.unravel_index(np.arange(24), [2, 3, 4]), axis=1)
+    layout = make_layout("maze")
+    assert [list(mode_to_gaps(k, layout)) for k in range(24)] == digits.tolist()
+
+
+# -------------------------------------------------------------------------------- classifier
+
+
+def test_factored_grounder_gives_a_distribution_over_routes_and_off_task():
+    torch.manual_seed(0)
+    g = Grounder(24, dim=16, factors=[2, 3, 4]).eval()
+    tokens, mask = torch.randn(5, 7, 16), torch.ones(5, 7, dtype=torch.bool)
+    mask[2, 4:] = False
+    logp = g(tokens, mask)
+    assert logp.shape == (5, 25)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(5))
+    with pytest.raises(ValueError, match="multiply"):
+        Grounder(24, dim=16, factors=[2, 3])
+
+
+def test_decide_refuses_off_task_and_unsure_rows():
+    probs = np.array([[0.9, 0.05, 0.05], [0.55, 0.4, 0.05], [0.2, 0.1, 0.7], [0.1, 0.85, 0.05]])
+    modes, conf = decide(probs, threshold=0.7)
+    assert modes.tolist() == [0, -1, -1, 1]
+    np.testing.assert_allclose(conf, [0.9, 0.55, 0.2, 0.85])
+
+
+def _words(rng, side):
+    verb = ["go", "pass", "move", "head", "steer", "swing"][rng.integers(6)]
+    noun = ["pillar", "post", "pole", "column"][rng.integers(4)]
+    return f"{verb} {side} of the {noun}"
+
+
+def test_fitted_grounder_reads_unseen_sentences_and_refuses_off_task(fake_encoder):
+    """Trained on "VERB left/right of the NOUN" and off-task chores, it grounds unseen
+    combinations of those words and refuses unseen off-task sentences."""
+    rng = np.random.default_rng(0)
+    texts, labels = [], []
+    for _ in range(300):
+        k = int(rng.integers(2))
+        texts.append(_words(rng, ["left", "right"][k]))
+        labels.append(k)
+    chores = [
+        f"{v} the {o}"
+        for v in ("wash", "open", "fold", "cook")
+        for o in ("door", "dishes", "laundry", "dinner")
+    ]
+    g = Grounder(2, dim=16)
+    info = fit_grounder(g, texts, labels, chores, fake_encoder.path, seed=0, steps=150)
+    assert info["holdout_accuracy"] >= 0.9, info
+    unseen = ["go left of the column please", "steer right of the pillar now"]
+    off = ["paint the fence", "what time is it"]
+    probs = ground(g, unseen + off, fake_encoder.path)
+    modes, _ = decide(probs, 0.7)
+    assert modes.tolist() == [0, 1, -1, -1], probs.round(2)
+    assert not any(p.requires_grad for p in g.parameters())  # frozen after fitting
+
+
+# --------------------------------------------------------------------------- instruction files
+
+
+def test_instruction_files_name_the_bad_line(tmp_path):
+    f = tmp_path / "mine.tsv"
+    f.write_text("left\tgo left\n\n# comment\n1\tgo right\n-\tmake me a sandwich\n")
+    assert read_instructions(f, ["left", "right"]) == [
+        (0, "go left"),
+        (1, "go right"),
+        (None, "make me a sandwich"),
+    ]
+    for body, match in [
+        ("left\tgo left\nright go right\n", "line 2: expected MODE<TAB>TEXT"),
+        ("left\tgo left\nup\tgo up\n", "line 2: unknown mode 'up'"),
+        ("left\t  \n", "line 1: empty instruction text"),
+        ("# nothing\n", "no instruction lines"),
+        ("left\ta\tb\n", "line 1: expected MODE<TAB>TEXT"),
+    ]:
+        f.write_text(body)
+        with pytest.raises(UserError, match=match):
+            read_instructions(f, ["left", "right"])
+    f.write_bytes(b"left\t\xff\xfe go\n")
+    with pytest.raises(UserError, match="cannot read"):
+        read_instructions(f, ["left", "right"])
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_packaged_phrasings_parse_and_cover_every_mode(task, split):
+    """Format only: the phrasings' content is for measuring, not for tests to tune against."""
+    rows = read_instructions(PHRASINGS / f"{task}_{split}.tsv", NAMES[task])
+    assert {k for k, _ in rows} == set(range(NUM_MODES[task]))
+    off = read_instructions(PHRASINGS / f"off_task_{split}.tsv", NAMES[task])
+    assert off and all(k is None for k, _ in off)
+
+
+def test_named_sets_resolve_for_the_task():
+    rows = instruction_set("val", "diffpolicy/ReachAround-v0", NAMES["reach_around"])
+    assert {k for k, _ in rows} == {0, 1, None}
+    with pytest.raises(UserError, match="needs the run's training dataset"):
+        instruction_set("train", "diffpolicy/ReachAround-v0", NAMES["reach_around"])
+
+
+def test_language_run_keeps_its_grounder_and_the_cli_checks_files(
+    fake_encoder, toy_demo_file, tmp_path, capsys
+):
+    """A classifier-grounded language run: the grounder travels in the checkpoint (same
+    probabilities after loading), `ground` prints one line per sentence, and an instructions
+    file with a bad line is one line naming it, exit 2."""
+    from helpers import debug_cfg, one_line_exit_2
+
+    from diffpolicy.checkpoint import load_policy
+    from diffpolicy.cli import main
+    from diffpolicy.train import train
+
+    cfg = debug_cfg(
+        toy_demo_file,
+        "policy.condition=language",
+        f"policy.language_model={fake_encoder.path}",
+        "policy.grounding_steps=30",
+        "train.steps=2",
+        "train.checkpoint_every=2",
+    )
+    run = train(cfg, tmp_path / "run", progress=False)
+    policy, loaded = load_policy(run)
+    assert loaded.dims["mode_factors"] == [2]
+    again, _ = load_policy(run)
+    texts = ["go left", "wash the dishes"]
+    np.testing.assert_allclose(
+        ground(policy.cond_encoder.grounder, texts, fake_encoder.path),
+        ground(again.cond_encoder.grounder, texts, fake_encoder.path),
+    )
+    capsys.readouterr()
+    assert main(["ground", str(run), *texts]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].endswith("\tgo left") and out[1].endswith("\twash the dishes")
+    f = tmp_path / "mine.tsv"
+    f.write_text("left\tgo left\nsideways\tgo sideways\n")
+    one_line_exit_2(
+        capsys, ["eval", str(run), "--instructions-file", str(f)], "line 2: unknown mode"
+    )
+    one_line_exit_2(capsys, ["ground", str(run), "--instructions-file", str(f)], "line 2")
