@@ -118,6 +118,13 @@ class PolicyConfig:
     """Run directory of the diffusion policy this few-step student was distilled from
     (set by `diffpolicy distill`; see distill.py)."""
 
+    @property
+    def reads_mode(self) -> bool:
+        """The network is conditioned on a mode id (batch["mode"]): mode runs, and language runs
+        whose instruction the grounding classifier turns into a mode."""
+        grounded = self.condition == "language" and self.language_grounding == "classifier"
+        return self.condition == "mode" or grounded
+
 
 @dataclass
 class TrainConfig:

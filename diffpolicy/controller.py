@@ -63,7 +63,8 @@ class RecedingHorizonController:
         self.batch_sizes: list[int] = []
 
     def reset(self, slot: int, condition: dict | None = None) -> None:
-        """Start a new episode in `slot`; `condition`: {"mode": int} or {"lang": (E,) array}."""
+        """Start a new episode in `slot`; `condition`: {"mode": int} (mode runs and grounded
+        language runs) or {"lang": (E,) array} (language runs without grounding)."""
         self.history[slot].clear()
         self.queue[slot].clear()
         self.previous[slot], self.plans[slot], self.executing[slot] = None, 0, -1
@@ -105,7 +106,7 @@ class RecedingHorizonController:
         }
         if self.cfg.data.goal_key:
             batch["goal"] = torch.from_numpy(np.stack([goals[s] for s in slots]))
-        if self.cfg.policy.condition == "mode":
+        if self.cfg.policy.reads_mode:
             batch["mode"] = torch.tensor([self.condition[s].get("mode", -1) for s in slots])
         elif self.cfg.policy.condition == "language":
             dim = self.cfg.dims["lang_dim"]

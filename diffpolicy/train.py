@@ -132,8 +132,8 @@ def prepare_data(cfg: Config, device: torch.device):
     for ep in demos.episodes:  # the windows hold the only copy of the camera frames now
         for k in d.image_keys:
             ep.obs.pop(k, None)
-    grounded = cfg.policy.condition == "language" and cfg.policy.language_grounding == "classifier"
-    if (cfg.policy.condition == "mode" or grounded) and (train["mode"] < 0).any():
+    grounded = cfg.policy.condition == "language" and cfg.policy.reads_mode
+    if cfg.policy.reads_mode and (train["mode"] < 0).any():
         raise DatasetError(
             f"policy.condition={cfg.policy.condition} needs every episode to have a mode label"
             + (" (or policy.language_grounding=none)" if grounded else "")

@@ -22,7 +22,7 @@ from diffpolicy.evaluate import evaluate_run
 SETS = ("train", "val", "test")
 
 
-def text_only(task: str, dataset: str, config: str) -> dict:
+def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     """Fit the run's grounding classifier on `dataset` (no policy) and ground every set."""
     import time
 
@@ -43,7 +43,7 @@ def text_only(task: str, dataset: str, config: str) -> dict:
     info = fit_grounding(cfg, grounder, demos)
     out = {"fit": info | {"seconds": time.perf_counter() - t0, "dataset": dataset}}
     policy = type("P", (), {"cond_encoder": type("C", (), {"grounder": grounder})()})()
-    for name in SETS:
+    for name in sets:
         rows = instruction_set(name, cfg.env_id, names, demos)
         g = ground_lines(policy, cfg, rows, names)
         g.pop("_grounded")
@@ -60,9 +60,9 @@ def text_only(task: str, dataset: str, config: str) -> dict:
     return out
 
 
-def rollouts(run: str, episodes: int, trained_on: str | None) -> dict:
+def rollouts(run: str, episodes: int, trained_on: str | None, sets=SETS) -> dict:
     out = {"train": train_budget(run, trained_on)}
-    for name in SETS:
+    for name in sets:
         r = evaluate_run(run, episodes, instructions=name, progress=False)
         out[name] = {k: v for k, v in r.items() if k != "records"}
         print(f"{name}: accuracy {r['commanded_mode_accuracy']:.3f}", flush=True)
@@ -80,7 +80,7 @@ def table(results: dict) -> str:
     for task, e in results.items():
         if not isinstance(e, dict) or "val" not in e:
             continue
-        for name in SETS:
+        for name in [n for n in SETS if n in e]:
             r = e[name]
             g = r.get("grounding") or r
             roll = r.get("commanded_mode_accuracy")
@@ -107,6 +107,7 @@ def main() -> None:
     p.add_argument("--dataset", help="without --run: fit the grounding on these demos only")
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--trained-on", metavar="TEXT", help="where the run was trained")
+    p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     p.add_argument("--print-only", action="store_true")
     a = p.parse_args()
     results = read_result("language")
@@ -114,11 +115,10 @@ def main() -> None:
         if not a.task or bool(a.run) == bool(a.dataset):
             p.error("TASK and one of --run / --dataset are needed (or --print-only)")
         config = f"configs/{a.task}_lang.yaml"
-        entry = (
-            rollouts(a.run, a.episodes, a.trained_on)
-            if a.run
-            else text_only(a.task, a.dataset, config)
-        )
+        if a.run:
+            entry = rollouts(a.run, a.episodes, a.trained_on, a.sets)
+        else:
+            entry = text_only(a.task, a.dataset, config, a.sets)
         results[a.task if a.run else f"{a.task}_text"] = entry
         write_result("language", results)
     print(table(read_result("language")))

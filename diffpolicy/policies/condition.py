@@ -84,8 +84,8 @@ class ConditionEncoder(nn.Module):
         super().__init__()
         self.kind = cfg.policy.condition
         D = cfg.model.cond_embed_dim
-        grounded = self.kind == "language" and cfg.policy.language_grounding == "classifier"
-        self.reads_mode = self.kind == "mode" or grounded
+        self.reads_mode = cfg.policy.reads_mode
+        grounded = self.kind == "language" and self.reads_mode
         if self.reads_mode:
             self.num_modes = cfg.dims["num_modes"]
             self.embed = nn.Embedding(self.num_modes + 1, D)

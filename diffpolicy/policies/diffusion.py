@@ -4,8 +4,8 @@
 Batch (env units; normalization happens here):
     obs (B, To, Do), action (B, Tp, A), action_mask (B, Tp) bool, <camera key> (B, To, H, W, 3)
     uint8 per `data.image_keys`, goal (B, G) when
-    dims["goal_dim"] > 0, mode (B,) int64 when condition == "mode", lang (B, E) when
-    condition == "language".
+    dims["goal_dim"] > 0, mode (B,) int64 when policy.reads_mode (mode runs, grounded
+    language runs), lang (B, E) for language runs without grounding.
 
 Sampling (`predict_action_chunk`, settings in a typed `Sampling`) goes through
 `diffpolicy/fastpath.py`: FiLM tables computed once per call, a frozen trace of the UNet body on
