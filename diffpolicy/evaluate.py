@@ -7,8 +7,9 @@ Definitions:
     (episodes that changed side before committing);
     mode_probs over successful episodes, demo_mode_probs from the training dataset,
     normalized_entropy = H(mode_probs) / ln K, tv_to_demos, kl_to_demos, modes_covered;
-    commanded_mode_accuracy (null when unconditioned) overall, per mode and per instruction,
-    commanded_success_rate (success among commanded episodes);
+    commanded_mode_accuracy (null when unconditioned) overall, per mode and per instruction (a
+    refused instruction is a miss; refusal_rate), commanded_success_rate (success among
+    commanded episodes); grounding (language runs: per line the mode read and its confidence);
     chunk_latency_ms (mean over policy calls, with the mean batch size);
     path_roughness, path_jerk, action_roughness (each also relative to the demos') and
     boundary_jump_ratio (see `smoothness`);
@@ -265,10 +266,12 @@ def evaluate_run(
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
     mode: an int K (command mode K), "all" (cycle through every mode), or None.
-    instruction: a sentence (language-conditioned runs), or None; a known template of the task
-        also sets the commanded mode.
-    instructions: "train" | "heldout": episode i commands mode i % K with that split's templates
-        of mode K in turn (language-conditioned runs), so commanded-mode accuracy is measured.
+    instruction: a sentence (language-conditioned runs), or None; a grounded run refuses one it
+        cannot ground (UserError) and reports the mode it read (result["grounding"]).
+    instructions: "train" | "val" | "test" | a "MODE<TAB>TEXT" file (language-conditioned runs):
+        episode i commands the i-th commanded line in turn, so commanded-mode accuracy is
+        measured, overall, per mode and per line; result["grounding"] has the text-level
+        grounding of every line, off-task ones ("-") included.
     sampler, steps, guidance, action_steps, delay, rtc: evaluation-time values of
         policy.sampler, policy.num_inference_steps, policy.guidance, control.n_action_steps,
         control.delay and control.rtc (the control keys only shape the controller, so any

@@ -21,6 +21,7 @@ refusal, never a silent guess.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -208,7 +209,7 @@ def decide(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
 # ---------------------------------------------------------------------------- instruction files
 
 
-PHRASINGS = Path(__import__("envs").__file__).resolve().parent / "phrasings"
+PHRASINGS = Path(importlib.util.find_spec("envs").origin).resolve().parent / "phrasings"
 OFF_TASK = "-"  # the mode field of a line that commands nothing (it should be refused)
 
 

@@ -71,43 +71,39 @@ def load_encoder(path: str):
         raise UserError(f"cannot load sentence encoder from {path}: {first}") from None
 
 
-def embed(instructions: Sequence[str], model_path: str = "") -> np.ndarray:
-    """(N, E) float32 embeddings of `instructions`; each unique text is encoded once."""
+def _encoded(instructions: Sequence[str], model_path: str, cache: dict, **encode_kw) -> list:
+    """Per text, the encoder's output from `cache`, encoding each missing unique text once."""
     texts = [str(t) for t in instructions]
     if not texts:
         raise UserError("no instructions to embed")
     path = resolve_model_path(model_path)
-    missing = sorted({t for t in texts if (path, t) not in _CACHE})
+    missing = sorted({t for t in texts if (path, t) not in cache})
     if missing:
         import torch
 
         with torch.inference_mode():
-            rows = load_encoder(path).encode(
-                missing, batch_size=64, convert_to_numpy=True, normalize_embeddings=True
-            )
-        for text, row in zip(missing, np.asarray(rows, dtype=np.float32)):
-            _CACHE[(path, text)] = row
-    return np.stack([_CACHE[(path, t)] for t in texts])  # (N, E)
+            rows = load_encoder(path).encode(missing, batch_size=64, **encode_kw)
+        for text, row in zip(missing, rows):
+            if hasattr(row, "cpu"):  # a torch tensor (token states)
+                row = row.float().cpu().numpy()
+            cache[(path, text)] = np.asarray(row, np.float32)
+    return [cache[(path, t)] for t in texts]
+
+
+def embed(instructions: Sequence[str], model_path: str = "") -> np.ndarray:
+    """(N, E) float32 embeddings of `instructions`; each unique text is encoded once."""
+    rows = _encoded(
+        instructions, model_path, _CACHE, convert_to_numpy=True, normalize_embeddings=True
+    )
+    return np.stack(rows)  # (N, E)
 
 
 def token_states(instructions: Sequence[str], model_path: str = "") -> list[np.ndarray]:
     """Per text, the encoder's last hidden states (T_i, E) float32 (T_i tokens with [CLS] and
     [SEP]); each unique text is encoded once. Grounding (grounding.py) reads these."""
-    texts = [str(t) for t in instructions]
-    if not texts:
-        raise UserError("no instructions to embed")
-    path = resolve_model_path(model_path)
-    missing = sorted({t for t in texts if (path, t) not in _TOKENS})
-    if missing:
-        import torch
-
-        with torch.inference_mode():
-            rows = load_encoder(path).encode(
-                missing, batch_size=64, output_value="token_embeddings", convert_to_numpy=False
-            )
-        for text, row in zip(missing, rows):
-            _TOKENS[(path, text)] = row.float().cpu().numpy()
-    return [_TOKENS[(path, t)] for t in texts]
+    return _encoded(
+        instructions, model_path, _TOKENS, output_value="token_embeddings", convert_to_numpy=False
+    )
 
 
 def unique_embeddings(instructions: Sequence[str], model_path: str = "") -> np.ndarray:

@@ -216,22 +216,26 @@ _COLOUR = {
         "red", "red", "red", "reddish", "ruby", "cherry-red", "brick-red", "rose-red",
         "red-coloured", "maroon", "burgundy", "wine-red", "blood-red", "fire-engine red",
         "rust-red", "cardinal red", "bright red", "dark red", "deep red", "light red",
+        "crimson", "scarlet", "vermilion", "carmine", "tomato-red", "cherry", "ruby-red",
     ),
     "blue": (
         "blue", "blue", "blue", "bluish", "cobalt", "sapphire", "sky-blue", "royal blue",
         "blue-coloured", "ultramarine", "indigo", "steel-blue", "ice-blue", "baby-blue",
         "midnight-blue", "electric blue", "powder-blue", "cornflower blue", "bright blue",
-        "dark blue", "deep blue", "light blue",
+        "dark blue", "deep blue", "light blue", "navy", "azure", "cerulean", "denim-blue",
+        "ocean-blue", "navy blue", "sea-blue",
     ),
 }
 _COLOUR_OF = {  # "the cube the colour of ..."
     "red": (
         "blood", "a fire engine", "a strawberry", "a cherry", "a rose", "lipstick", "rubies",
-        "a red apple", "a poppy", "flames",
+        "a red apple", "a poppy", "flames", "a tomato", "a stop sign", "a ladybird", "ketchup",
+        "a post box", "a fire truck",
     ),
     "blue": (
         "the sky", "a blueberry", "a sapphire", "a bluebird", "forget-me-nots", "cornflowers",
-        "a clear summer sky", "blue ink", "a swimming pool", "the blue on a flag",
+        "a clear summer sky", "blue ink", "a swimming pool", "the blue on a flag", "the ocean",
+        "denim jeans", "the deep sea", "a police light",
     ),
 }
 _SIZE = ("", "", "", "", "little ", "small ", "tiny ", "square ", "plastic ", "wooden ")
@@ -247,6 +251,10 @@ _PICK_POSITIVE = (
     "{c} {cube}", "{c}", "{c} one, please", "go for the {c} {cube}", "i want the {c} {cube}",
     "reach for the {c} {cube} and {lift} it", "grab the {c} {cube} and raise it",
     "{lift} the {cube} coloured {c}", "your target is the {c} {cube}",
+    "{lift} the {c} {cube} and {lift} it", "{lift} the {c} {cube} into the air",
+    "{lift} the {c} {cube} up high", "close the gripper on the {c} {cube} and lift",
+    "get a grip on the {c} {cube}", "the {c} {cube}, lift it", "{c} {cube} pls",
+    "{lift} the {c} {cube} pls", "{lift} the {c} {cube} up off the table",
 )
 _PICK_NEGATED = (  # {oc}: the other colour
     "not the {oc} {cube}, the {c} one",
@@ -262,6 +270,11 @@ _PICK_NEGATED = (  # {oc}: the other colour
     "{lift} the {c} one, not the {oc} one",
     "the {oc} {cube} stays, {lift} the {c} one",
     "not {oc}: {c}",
+    "{lift} the {c} one instead of the {oc} one",
+    "don't {lift} the {oc} {cube}; {lift} the {c} one instead",
+    "{lift} the {c} {cube} and leave the {oc} {cube} where it is",
+    "the {c} {cube}, not the {oc}",
+    "not the {oc} {cube} but the {c} {cube}",
 )
 
 
@@ -300,15 +313,17 @@ _GAP = {  # gap letter -> phrases with {r} the row's name
     "L": (
         "left of the {r}", "to the left of the {r}", "on the left of the {r}",
         "around the left end of the {r}", "past the {r} on the left", "left at the {r}",
-        "along the left edge at the {r}",
+        "along the left edge at the {r}", "left of every post in the {r}", "far left at the {r}",
     ),
     "R": (
         "right of the {r}", "to the right of the {r}", "on the right of the {r}",
         "around the right end of the {r}", "past the {r} on the right", "right at the {r}",
-        "along the right edge at the {r}",
+        "along the right edge at the {r}", "right of every post in the {r}",
+        "far right at the {r}", "past the right end of the {r}",
     ),
     "M": (
         "between the {r}", "through the middle of the {r}", "through the gap in the {r}",
+        "thread the {r}", "through the {r}", "the gap between the {r}",
         "down the centre at the {r}", "through the opening of the {r}", "middle at the {r}",
     ),
     "M1": (
@@ -339,6 +354,13 @@ _SHORT = {  # a row's choice without naming the row, for "row 1: left. row 2: ..
         "inner right gap", "right-of-centre gap",
     ),
 }
+_TWO_ROWS = (  # {s} of both of the first / of the last two rows
+    ("take the {s} side of the first two rows", "keep {s} past the lone post and the pair",
+     "stay {s} of the first two rows", "go {s} at rows one and two",),
+    ("keep to the far {s} of the remaining two rows", "{s} of every post in rows two and three",
+     "go {s} at rows two and three", "stay {s} of the pair and of the three posts",
+     "{s} of everything after that"),
+)
 _ROW_LABEL = (
     ("row 1", "row one", "first row"),
     ("row 2", "row two", "second row"),
@@ -377,6 +399,13 @@ def _maze(mode: int, rng: np.random.Generator) -> str:
     parts = [
         _pick(rng, _GAP[ltr]).format(r=_pick(rng, _ROW_REF[k])) for k, ltr in enumerate(letters)
     ]
+    side = {"L": "left", "R": "right"}
+    if letters[0] == letters[1] in side and rng.random() < 0.3:  # the first two rows at once
+        first = _pick(rng, _TWO_ROWS[0]).format(s=side[letters[0]])
+        return _wrap(rng, f"{first}, then {parts[2]}")
+    if letters[1] == letters[2] in side and rng.random() < 0.3:  # the last two rows at once
+        last = _pick(rng, _TWO_ROWS[1]).format(s=side[letters[1]])
+        return _wrap(rng, f"{parts[0]}, then {last}")
     if rng.random() < 0.25:  # each part names its row, so any order reads the same
         parts = [parts[i] for i in rng.permutation(3)]
         return _wrap(rng, f"{parts[0]}, {parts[1]}, {parts[2]}")

@@ -38,6 +38,7 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     cfg = load_config(config, [f"data.dataset={dataset}"])
     demos = load_demos(dataset)
     names = list(demos.mode_names)
+    torch.manual_seed(cfg.train.seed)  # the classifier's initial weights, as in training
     grounder = Grounder(len(names), factors=mode_factors(names))
     t0 = time.perf_counter()
     info = fit_grounding(cfg, grounder, demos)
@@ -85,8 +86,14 @@ def table(results: dict) -> str:
             g = r.get("grounding") or r
             roll = r.get("commanded_mode_accuracy")
             worst = r.get("commanded_mode_accuracy_worst_instruction")
+            label = {
+                "reach_around": "ReachAround-v0",
+                "pick": "Pick-v0",
+                "reach_around_maze": "ReachAroundMaze-v0",
+            }[task.removesuffix("_text")]
+            label += " (text only)" if task.endswith("_text") else ""
             rows.append([
-                task, name, g["commanded_lines"],
+                label, name, g["commanded_lines"],
                 "-" if roll is None else f"{roll:.3f}",
                 "-" if roll is None else f"{r['commanded_success_rate']:.3f}",
                 "-" if worst is None else f"{worst:.2f}",

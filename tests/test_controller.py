@@ -143,3 +143,28 @@ def test_inpainting_fixes_the_weighted_entries_of_a_diffusion_sample():
             generator=g(),
         )
         torch.testing.assert_close(none, free, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("grounding", ["classifier", "none"])
+def test_language_runs_send_the_grounded_mode_or_the_embedding(grounding):
+    """A classifier-grounded language run is conditioned on the grounded mode (batch["mode"],
+    -1 when refused); without grounding the policy gets the sentence embedding."""
+    cfg = replace_values(
+        tiny_cfg(), {"policy.condition": "language", "policy.language_grounding": grounding}
+    )
+    cfg.dims["lang_dim"] = 3
+    policy = ScriptedPolicy(8)
+    ctrl = RecedingHorizonController(policy, cfg, n_slots=2)
+    if grounding == "classifier":
+        ctrl.reset(0, {"mode": 1})
+        ctrl.reset(1, {"mode": -1, "refused": True})
+    else:
+        ctrl.reset(0, {"lang": np.ones(3, np.float32)})
+        ctrl.reset(1)
+    ctrl.act({0: fake_obs(0), 1: fake_obs(1)})
+    seen = policy.seen[0]
+    if grounding == "classifier":
+        assert seen["mode"].tolist() == [1, -1] and "lang" not in seen
+    else:
+        assert "mode" not in seen and seen["lang"][0].tolist() == [1, 1, 1]
+        assert np.isnan(seen["lang"][1].numpy()).all()

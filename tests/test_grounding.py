@@ -17,7 +17,13 @@ from diffpolicy.grounding import (
     mode_factors,
     read_instructions,
 )
-from envs.instructions import NUM_MODES, TASKS, off_task_sentences, paraphrases
+from envs.instructions import (
+    NUM_MODES,
+    TASKS,
+    off_task_sentences,
+    paraphrases,
+    sample_instruction,
+)
 from envs.reach_around import make_layout, mode_to_gaps
 
 MAZE_NAMES = make_layout("maze")["mode_names"]
@@ -41,6 +47,8 @@ def test_grammar_gives_many_distinct_paraphrases_per_mode_and_none_shared(task):
             assert not per_mode[i] & per_mode[j], (i, j, sorted(per_mode[i] & per_mode[j])[:3])
     off = set(off_task_sentences(task, rng, 300))
     assert len(off) == 300 and not off & set().union(*per_mode)
+    with pytest.raises(ValueError, match="must be in"):
+        sample_instruction(task, NUM_MODES[task], rng)
 
 
 def test_grammar_phrases_the_obstacle_side_and_negations_the_right_way():
@@ -198,3 +206,30 @@ def test_language_run_keeps_its_grounder_and_the_cli_checks_files(
         capsys, ["eval", str(run), "--instructions-file", str(f)], "line 2: unknown mode"
     )
     one_line_exit_2(capsys, ["ground", str(run), "--instructions-file", str(f)], "line 2")
+
+
+def test_an_instruction_the_grounder_refuses_is_a_clear_error(fake_encoder):
+    """eval --instruction with a sentence the classifier reads as off-task: one UserError that
+    names the sentence, the best guess and its confidence, instead of a silent route."""
+    from types import SimpleNamespace
+
+    from helpers import DEBUG
+
+    from diffpolicy.config import load_config
+    from diffpolicy.evaluate import make_condition_fn
+
+    cfg = load_config(
+        DEBUG, ["policy.condition=language", f"policy.language_model={fake_encoder.path}"]
+    )
+    g = Grounder(2, dim=16).eval()
+    with torch.no_grad():
+        g.mlp[-1].bias[-1] = 30.0  # the off-task logit wins for every sentence
+    policy = SimpleNamespace(cond_encoder=SimpleNamespace(grounder=g))
+    with pytest.raises(
+        UserError, match=r"cannot ground 'make me a sandwich': best guess '(left|right)'"
+    ):
+        make_condition_fn(cfg, policy, None, "make me a sandwich", None, 2)
+    with torch.no_grad():
+        g.mlp[-1].bias.copy_(torch.tensor([0.0, 30.0, -30.0]))  # now: confidently "right"
+    fn, summary = make_condition_fn(cfg, policy, None, "go right", None, 2)
+    assert fn(0)[0] == {"mode": 1} and summary["lines"][0]["grounded"] == "right"
