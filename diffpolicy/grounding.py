@@ -1,18 +1,19 @@
 """Grounding: an instruction -> which mode it commands, with a confidence, or a refusal.
 
-    g = Grounder(num_modes=K, factors=mode_factors(names))      # ~0.3 M parameters
+    g = Grounder(num_modes=K, factors=mode_factors(names))      # 3 members, ~0.3 M parameters each
     fit_grounder(g, texts, labels, off_task, model_path, seed)  # labels (N,) ints in [0, K)
     probs = ground(g, texts, model_path)                        # (N, K + 1); column K: off-task
     modes, confidence = decide(probs, threshold)                # (N,) int, -1 = refused; (N,)
 
 A language run does not ask the diffusion policy to read sentences: the policy is conditioned on
 a mode (an embedding per mode, a null one for classifier-free guidance), and this classifier maps
-text to a mode. It reads the frozen sentence encoder's token states (B, T, E) (language.py) with
-a few learned attention queries, so the words that decide ("left", "not", "obstacle on your
-right") are not averaged away as they are in the mean-pooled sentence vector, and an MLP gives
-K + 1 logits: one per mode and one for "not a command for this task". It is trained on the
-dataset's paraphrases (envs/instructions.py writes many per episode) and on off-task sentences,
-then its temperature is fit on a tenth of the paraphrases held out of training.
+text to a mode. Each of its members (`Reader`) reads the frozen sentence encoder's token states
+(B, T, E) (language.py) through one attention layer and a few learned attention queries, so the
+words that decide ("left", "not", "obstacle on your right") are not averaged away as they are in
+the mean-pooled sentence vector, and an MLP gives K + 1 outputs: the modes and "not a command
+for this task". Each member is trained on the dataset's paraphrases (envs/instructions.py
+writes many per episode) and on off-task sentences, with its own held-out tenth on which its
+temperature is fit; the grounder averages the members' probabilities.
 
 `decide` refuses (mode -1) when the off-task class wins or the best mode's probability is below
 the threshold (policy.grounding_threshold): an instruction it cannot ground confidently gets a
@@ -48,8 +49,9 @@ def mode_factors(mode_names: Sequence[str]) -> list[int]:
     return [len(v) for v in values] if grid == parts else [K]
 
 
-class Grounder(nn.Module):
-    """Token states (B, T, E) + mask (B, T) -> log-probabilities (B, K + 1), K modes + off-task.
+class Reader(nn.Module):
+    """One classifier: token states (B, T, E) + mask (B, T) -> log-probabilities (B, K + 1), K
+    modes + off-task.
 
     A mode composed of choices (`factors`, e.g. [2, 3, 4] for the maze's rows) gets one softmax
     per choice: log p(mode) = log p(on task) + sum_f log p_f(choice_f), so a route never seen as a
@@ -108,6 +110,22 @@ class Grounder(nn.Module):
         return torch.cat([joint, nn.functional.logsigmoid(off)[:, None]], dim=-1)  # (B, K + 1)
 
 
+class Grounder(nn.Module):
+    """`members` Readers, each fit on its own split, initialization and batch order; their
+    probabilities are averaged: (B, T, E), (B, T) -> log of the mean probability (B, K + 1).
+    Where the members disagree (an unusual phrasing) the mean is less confident, so the
+    sentence is refused rather than read one member's way."""
+
+    def __init__(self, num_modes: int, dim: int = 384, factors=None, members: int = 3, **kw):
+        super().__init__()
+        self.num_modes = num_modes
+        self.members = nn.ModuleList(Reader(num_modes, dim, factors, **kw) for _ in range(members))
+
+    def forward(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        logp = torch.stack([m(tokens, mask) for m in self.members])  # (M, B, K + 1)
+        return torch.logsumexp(logp, dim=0) - np.log(len(self.members))
+
+
 def _padded(texts: Sequence[str], model_path: str) -> tuple[Tensor, Tensor]:
     """(N, T, E) token states, zero-padded, and the (N, T) bool mask of real tokens."""
     states = language.token_states(texts, model_path)
@@ -130,8 +148,36 @@ def fit_grounder(
     steps: int = 600,
     batch_size: int = 128,
 ) -> dict:
-    """Train `grounder` on (text, mode) pairs and off-task texts (label K); fit its temperature on
-    a tenth of the distinct texts held out. Returns {"holdout_accuracy", "temperature", ...}.
+    """Fit every member of `grounder` (`fit_reader`, seeds seed, seed + 1, ...) and freeze it.
+    Returns the members' summaries and their mean held-out accuracy."""
+    fits = [
+        fit_reader(m, texts, labels, off_task, model_path, seed + i, steps, batch_size)
+        for i, m in enumerate(grounder.members)
+    ]
+    for p in grounder.parameters():
+        p.requires_grad_(False)
+    grounder.eval()
+    return {
+        "texts": fits[0]["texts"] + fits[0]["holdout_texts"],
+        "holdout_accuracy": float(np.mean([f["holdout_accuracy"] for f in fits])),
+        "temperature": float(np.mean([f["temperature"] for f in fits])),
+        "members": fits,
+    }
+
+
+def fit_reader(
+    grounder: Reader,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    off_task: Sequence[str],
+    model_path: str = "",
+    seed: int = 0,
+    steps: int = 600,
+    batch_size: int = 128,
+) -> dict:
+    """Train one Reader on (text, mode) pairs and off-task texts (label K); fit its temperature on
+    a tenth of the distinct texts held out (drawn with `seed`). Returns {"holdout_accuracy",
+    "temperature", ...}.
 
     Runs on CPU in seconds: the encoder runs once per distinct text, the head is small.
     """
@@ -174,8 +220,6 @@ def fit_grounder(
             nll.append(nn.functional.nll_loss(grounder(tok_h, mask_h), y_h))
         grounder.temperature.fill_(float(grid[torch.stack(nll).argmin()]))
         acc = float((grounder(tok_h, mask_h).argmax(-1) == y_h).float().mean())
-    for p in grounder.parameters():
-        p.requires_grad_(False)
     return {
         "texts": len(fit),
         "holdout_texts": len(hold),

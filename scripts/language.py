@@ -39,7 +39,9 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     demos = load_demos(dataset)
     names = list(demos.mode_names)
     torch.manual_seed(cfg.train.seed)  # the classifier's initial weights, as in training
-    grounder = Grounder(len(names), factors=mode_factors(names))
+    grounder = Grounder(
+        len(names), factors=mode_factors(names), members=cfg.policy.grounding_members
+    )
     t0 = time.perf_counter()
     info = fit_grounding(cfg, grounder, demos)
     out = {"fit": info | {"seconds": time.perf_counter() - t0, "dataset": dataset}}
@@ -126,7 +128,9 @@ def main() -> None:
             entry = rollouts(a.run, a.episodes, a.trained_on, a.sets)
         else:
             entry = text_only(a.task, a.dataset, config, a.sets)
-        results[a.task if a.run else f"{a.task}_text"] = entry
+        key = a.task if a.run else f"{a.task}_text"
+        fresh = "train" in a.sets  # a new run or fit: drop the old sets' numbers
+        results[key] = entry if fresh else {**results.get(key, {}), **entry}
         write_result("language", results)
     print(table(read_result("language")))
 

@@ -76,7 +76,7 @@ def test_mode_factors_follow_the_mode_names():
 
 def test_factored_grounder_gives_a_distribution_over_routes_and_off_task():
     torch.manual_seed(0)
-    g = Grounder(24, dim=16, factors=[2, 3, 4]).eval()
+    g = Grounder(24, dim=16, factors=[2, 3, 4], members=2).eval()
     tokens, mask = torch.randn(5, 7, 16), torch.ones(5, 7, dtype=torch.bool)
     mask[2, 4:] = False
     logp = g(tokens, mask)
@@ -113,8 +113,9 @@ def test_fitted_grounder_reads_unseen_sentences_and_refuses_off_task(fake_encode
         for v in ("wash", "open", "fold", "cook")
         for o in ("door", "dishes", "laundry", "dinner")
     ]
-    g = Grounder(2, dim=16)
+    g = Grounder(2, dim=16, members=2)
     info = fit_grounder(g, texts, labels, chores, fake_encoder.path, seed=0, steps=150)
+    assert len(info["members"]) == 2
     assert info["holdout_accuracy"] >= 0.9, info
     unseen = ["go left of the column please", "steer right of the pillar now"]
     off = ["paint the fence", "what time is it"]
@@ -184,6 +185,7 @@ def test_language_run_keeps_its_grounder_and_the_cli_checks_files(
         "policy.condition=language",
         f"policy.language_model={fake_encoder.path}",
         "policy.grounding_steps=30",
+        "policy.grounding_members=2",
         "train.steps=2",
         "train.checkpoint_every=2",
     )
@@ -221,15 +223,15 @@ def test_an_instruction_the_grounder_refuses_is_a_clear_error(fake_encoder):
     cfg = load_config(
         DEBUG, ["policy.condition=language", f"policy.language_model={fake_encoder.path}"]
     )
-    g = Grounder(2, dim=16).eval()
+    g = Grounder(2, dim=16, members=1).eval()
     with torch.no_grad():
-        g.mlp[-1].bias[-1] = 30.0  # the off-task logit wins for every sentence
+        g.members[0].mlp[-1].bias[-1] = 30.0  # the off-task logit wins for every sentence
     policy = SimpleNamespace(cond_encoder=SimpleNamespace(grounder=g))
     with pytest.raises(
         UserError, match=r"cannot ground 'make me a sandwich': best guess '(left|right)'"
     ):
         make_condition_fn(cfg, policy, None, "make me a sandwich", None, 2)
     with torch.no_grad():
-        g.mlp[-1].bias.copy_(torch.tensor([0.0, 30.0, -30.0]))  # now: confidently "right"
+        g.members[0].mlp[-1].bias.copy_(torch.tensor([0.0, 30.0, -30.0]))  # now: "right"
     fn, summary = make_condition_fn(cfg, policy, None, "go right", None, 2)
     assert fn(0)[0] == {"mode": 1} and summary["lines"][0]["grounded"] == "right"

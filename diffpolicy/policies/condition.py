@@ -93,7 +93,12 @@ class ConditionEncoder(nn.Module):
             from diffpolicy.grounding import Grounder
 
             factors = cfg.dims.get("mode_factors") or [self.num_modes]
-            self.grounder = Grounder(self.num_modes, dim=cfg.dims["lang_dim"], factors=factors)
+            self.grounder = Grounder(
+                self.num_modes,
+                dim=cfg.dims["lang_dim"],
+                factors=factors,
+                members=cfg.policy.grounding_members,
+            )
         elif self.kind == "language":
             E = cfg.dims["lang_dim"]
             self.register_buffer("lang_mean", torch.zeros(E))
