@@ -4,6 +4,8 @@
                                                                  # phrasings + unconditional
     python scripts/language.py pick --dataset DEMOS              # text only: fit the grounding
                                                                  # classifier, ground val / test
+    python scripts/language.py pick --dataset DEMOS --sets train val   # look at validation
+    python scripts/language.py pick --dataset DEMOS --sets test        # then, once, at test
     python scripts/language.py --print-only                      # the README table
 
 Phrasing sets (grounding.instruction_set): "train" = the dataset's own grammar phrasings, "val"
