@@ -382,7 +382,7 @@ def grounding_lines(g: dict) -> str:
 def cmd_ground(a) -> int:
     """Ground sentences or a phrasing file with a run's classifier, without rollouts."""
     from diffpolicy.checkpoint import load_policy, load_run_config
-    from diffpolicy.evaluate import ground_lines, training_demos
+    from diffpolicy.evaluate import ground_lines, mode_names, training_demos
     from diffpolicy.grounding import instruction_set
 
     cfg = load_run_config(a.run_dir)
@@ -392,7 +392,7 @@ def cmd_ground(a) -> int:
         raise UserError("give sentences or --instructions-file (one of them)")
     policy, cfg = load_policy(a.run_dir, cfg=cfg)
     demos = training_demos(cfg)
-    names = list(demos.mode_names) if demos is not None else []
+    names = mode_names(cfg, demos, int(cfg.dims["num_modes"]))
     if a.text:
         rows = [(None, t) for t in a.text]
     else:

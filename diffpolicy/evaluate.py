@@ -448,6 +448,18 @@ def ground_lines(policy, cfg, rows: list, mode_names) -> dict:
     }
 
 
+def mode_names(cfg, demos, num_modes: int) -> list[str]:
+    """The run's mode names: the training demos', else the env's, else "0", "1", ..."""
+    names = list(demos.mode_names) if demos is not None and demos.mode_names else []
+    if not names and num_modes:
+        from envs import make_env
+
+        env = make_env(cfg.env_id, **cfg.env_kwargs)
+        names = list(getattr(env.unwrapped, "mode_names", ()))
+        env.close()
+    return names + [str(k) for k in range(len(names), num_modes)]
+
+
 def make_condition_fn(cfg, policy, mode, instruction, instructions, num_modes, demos=None):
     """Per-episode command -> (fn, grounding summary or None); fn: episode index ->
     (controller condition, commanded mode or None, text or None).
@@ -462,14 +474,7 @@ def make_condition_fn(cfg, policy, mode, instruction, instructions, num_modes, d
     from diffpolicy.errors import UserError
     from diffpolicy.grounding import instruction_set
 
-    names = list(demos.mode_names) if demos is not None and demos.mode_names else []
-    if not names and num_modes:
-        from envs import make_env
-
-        env = make_env(cfg.env_id, **cfg.env_kwargs)
-        names = list(getattr(env.unwrapped, "mode_names", ()))
-        env.close()
-    names += [str(k) for k in range(len(names), num_modes)]
+    names = mode_names(cfg, demos, num_modes)
     if mode is not None:
 
         def by_mode(i: int):

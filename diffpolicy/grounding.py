@@ -233,9 +233,10 @@ def fit_reader(
 def ground(grounder: Grounder, texts: Sequence[str], model_path: str = "") -> np.ndarray:
     """(N, K + 1) probabilities per text; column K is "not a command for this task"."""
     tok, mask = _padded([str(t) for t in texts], model_path)
+    device = next(grounder.parameters()).device  # a run trained on a GPU may be loaded there
     was = grounder.training
     grounder.eval()
-    probs = grounder(tok, mask).exp().numpy()
+    probs = grounder(tok.to(device), mask.to(device)).exp().cpu().numpy()
     grounder.train(was)
     return probs
 

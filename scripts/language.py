@@ -17,6 +17,7 @@ grounding is measured (an instruction -> mode classifier fit on DEMOS' paraphras
 """
 
 import argparse
+from types import SimpleNamespace
 
 from diffpolicy.bench import markdown_table, read_result, train_budget, write_result
 from diffpolicy.evaluate import evaluate_run
@@ -47,7 +48,7 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     t0 = time.perf_counter()
     info = fit_grounding(cfg, grounder, demos)
     out = {"fit": info | {"seconds": time.perf_counter() - t0, "dataset": dataset}}
-    policy = type("P", (), {"cond_encoder": type("C", (), {"grounder": grounder})()})()
+    policy = SimpleNamespace(cond_encoder=SimpleNamespace(grounder=grounder))  # text only
     for name in sets:
         rows = instruction_set(name, cfg.env_id, names, demos)
         g = ground_lines(policy, cfg, rows, names)
