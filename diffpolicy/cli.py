@@ -335,7 +335,7 @@ def cmd_eval(a) -> int:
         video_dir=a.video,
         mode=mode,
         instruction=a.instruction,
-        instructions=a.instructions or a.instructions_file,
+        instructions=a.instructions or (Path(a.instructions_file) if a.instructions_file else None),
         guidance=a.guidance,
         sampler=a.sampler,
         steps=a.steps,
@@ -396,8 +396,8 @@ def cmd_ground(a) -> int:
     if a.text:
         rows = [(None, t) for t in a.text]
     else:
-        rows = instruction_set(a.instructions_file, cfg.env_id, names, demos)
-    g = ground_lines(policy, cfg, rows, names)
+        rows = instruction_set(Path(a.instructions_file), cfg.env_id, names, demos)
+    g = ground_lines(policy, cfg, rows, names, labelled=not a.text)
     g.pop("_grounded")
     if a.text:
         for line in g["lines"]:

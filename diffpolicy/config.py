@@ -110,6 +110,8 @@ class PolicyConfig:
     mode; it refuses instructions it cannot ground. none: the policy reads the sentence embedding
     itself (for datasets whose episodes have instructions but no mode labels)."""
     grounding_threshold: float = 0.7
+    """Refuse an instruction whose best mode's probability is below this (classifier grounding;
+    chosen on the validation phrasings, envs/phrasings/*_val.tsv)."""
     grounding_steps: int = 600
     """Optimizer steps per member of the grounding classifier (batch 128; about a minute on 2
     CPU cores)."""
@@ -118,8 +120,6 @@ class PolicyConfig:
     order): one that reads an unusual phrasing its own way is outvoted or lowers the confidence.
     Chosen on the validation phrasings (ReachAround: 3 members 0.975 grounded right, 0.013
     wrong; one member 0.950, 0.037 wrong)."""
-    """Refuse an instruction whose best mode's probability is below this (classifier grounding;
-    chosen on the validation phrasings, envs/phrasings/*_val.tsv)."""
     teacher: str = ""
     """Run directory of the diffusion policy this few-step student was distilled from
     (set by `diffpolicy distill`; see distill.py)."""

@@ -410,10 +410,11 @@ def check_command(cfg, mode, instruction, instructions, num_modes: int) -> None:
         raise UserError(f"--mode {mode} out of range: the run has modes 0..{num_modes - 1}")
 
 
-def ground_lines(policy, cfg, rows: list, mode_names) -> dict:
+def ground_lines(policy, cfg, rows: list, mode_names, labelled: bool = True) -> dict:
     """Ground each (mode or None, text) row with the run's classifier -> summary with per line
     the grounded mode (-1 refused) and confidence; text-level accuracy on commanded rows and the
-    refusal rate of off-task rows (mode None). Runs without a grounder: {} ."""
+    refusal rate of off-task rows (mode None). `labelled=False`: the rows' modes are unknown
+    (a user's sentence), so no rate is computed. Runs without a grounder: {} ."""
     from diffpolicy.grounding import decide, ground
 
     grounder = getattr(policy.cond_encoder, "grounder", None)
@@ -434,8 +435,8 @@ def ground_lines(policy, cfg, rows: list, mode_names) -> dict:
         }
         for (m, t), g, b, c, p in zip(rows, grounded, probs[:, :-1].argmax(1), conf, probs)
     ]
-    cmd = [i for i, (m, _) in enumerate(rows) if m is not None]
-    off = [i for i, (m, _) in enumerate(rows) if m is None]
+    cmd = [i for i, (m, _) in enumerate(rows) if m is not None and labelled]
+    off = [i for i, (m, _) in enumerate(rows) if m is None and labelled]
     return {
         "threshold": threshold,
         "commanded_lines": len(cmd),
@@ -489,7 +490,7 @@ def make_condition_fn(cfg, policy, mode, instruction, instructions, num_modes, d
         if instruction is not None
         else instruction_set(instructions, cfg.env_id, names, demos)
     )
-    summary = ground_lines(policy, cfg, rows, names)
+    summary = ground_lines(policy, cfg, rows, names, labelled=instruction is None)
     grounded = summary.pop("_grounded", None)
     if instruction is not None and grounded is not None and grounded[0] < 0:
         line = summary["lines"][0]

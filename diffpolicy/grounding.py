@@ -23,6 +23,7 @@ refusal, never a silent guess.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class Reader(nn.Module):
         factors: Sequence[int] | None = None,
         width: int = 128,
         layers: int = 1,
-        heads: int = 4,
+        heads: int = 4,  # attention queries that pool the tokens (the layer has 4 heads)
         hidden: int = 256,
     ):
         super().__init__()
@@ -183,15 +184,20 @@ def fit_reader(
     """
     K = grounder.num_modes
     pairs = dict(zip(map(str, texts), map(int, labels)))  # one label per distinct text
-    pairs.update({str(t): K for t in off_task if str(t) not in pairs})
-    if any(not 0 <= y <= K for y in pairs.values()):
+    if any(not 0 <= y < K for y in pairs.values()):
         raise ValueError(f"labels must be in [0, {K})")
+    pairs.update({str(t): K for t in off_task if str(t) not in pairs})
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pairs))
     keys = list(pairs)
     n_hold = max(len(keys) // 10, 1)
     hold = [keys[i] for i in order[:n_hold]]
     fit = [keys[i] for i in order[n_hold:]]
+    for k in set(pairs.values()) - {pairs[t] for t in fit}:  # every class keeps a text to learn
+        t = next(t for t in hold if pairs[t] == k)
+        hold.remove(t)
+        fit.append(t)
+    hold = hold or fit  # nothing left to hold out: the temperature is fit on the training texts
     tok, mask = _padded(fit, model_path)
     y = torch.tensor([pairs[t] for t in fit])
     # each class weighted equally: off-task sentences must not outvote a mode
@@ -258,11 +264,11 @@ PHRASINGS = Path(importlib.util.find_spec("envs").origin).resolve().parent / "ph
 OFF_TASK = "-"  # the mode field of a line that commands nothing (it should be refused)
 
 
-def task_of(env_id: str) -> str | None:
+def task_of(env_id: str, env_kwargs: dict | None = None) -> str | None:
     """The diffpolicy task behind `env_id` (reach_around, reach_around_maze, pick), or None."""
     from envs import make_env
 
-    env = make_env(env_id)
+    env = make_env(env_id, **(env_kwargs or {}))
     try:
         return getattr(env.unwrapped, "task_name", None)
     finally:
@@ -275,10 +281,11 @@ def read_instructions(path: str | Path, mode_names: Sequence[str]) -> list[tuple
     UserError naming the file and line for a malformed line, an unknown mode or an empty text."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read instructions file {p}: {type(e).__name__}") from None
     names = {str(n): k for k, n in enumerate(mode_names)}
+    by_index = not any(n.isascii() and n.isdigit() for n in names)  # "1" is a name, or an index
     known = ", ".join(list(names)[:6]) + (", ..." if len(names) > 6 else "")
     out = []
     for no, line in enumerate(lines, 1):
@@ -293,7 +300,7 @@ def read_instructions(path: str | Path, mode_names: Sequence[str]) -> list[tuple
             out.append((None, text))
         elif mode in names:
             out.append((names[mode], text))
-        elif mode.isdigit() and int(mode) < len(mode_names):
+        elif by_index and re.fullmatch(r"[0-9]+", mode) and int(mode) < len(mode_names):
             out.append((int(mode), text))
         else:
             raise UserError(
@@ -306,14 +313,16 @@ def read_instructions(path: str | Path, mode_names: Sequence[str]) -> list[tuple
 
 
 def instruction_set(
-    name: str, env_id: str, mode_names: Sequence[str], demos=None, per_mode: int = 20
+    name: str | Path, env_id: str, mode_names: Sequence[str], demos=None, per_mode: int = 20
 ) -> list[tuple[int | None, str]]:
     """[(mode or None, text)] of a named set or a file.
 
     "train": up to `per_mode` of the training dataset's own phrasings per mode (`demos`);
     "val" / "test": the task's files envs/phrasings/<task>_<split>.tsv plus the off-task file
-    off_task_<split>.tsv; anything else is read as a path (`read_instructions`).
+    off_task_<split>.tsv; a Path (or any other string) is a file (`read_instructions`).
     """
+    if isinstance(name, Path):
+        return read_instructions(name, mode_names)
     if name == "train":
         if demos is None:
             raise UserError("--instructions train needs the run's training dataset")

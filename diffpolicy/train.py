@@ -195,7 +195,7 @@ def image_dims(train: Batch, image_keys: tuple[str, ...]) -> dict[str, int]:
     return {"image_height": int(h), "image_width": int(w)}
 
 
-def data_dims(cfg: Config, train: Batch, demos) -> dict[str, int]:
+def data_dims(cfg: Config, train: Batch, demos) -> dict:
     """What the model's shapes depend on, measured from the training windows (and, for a
     language run, the sentence encoder's width)."""
     from diffpolicy.grounding import mode_factors
@@ -227,16 +227,21 @@ def data_dims(cfg: Config, train: Batch, demos) -> dict[str, int]:
     }
 
 
-def build_policy(cfg: Config, train: Batch, demos, device, init_state: dict | None) -> nn.Module:
+def build_policy(
+    cfg: Config, train: Batch, demos, device, init_state: dict | None, resume: bool = False
+) -> nn.Module:
     """A fresh policy with its normalizer (and language statistics) fit to the training data,
-    optionally started from `init_state` (a state dict with the same keys)."""
+    optionally started from `init_state` (a state dict with the same keys). The grounding
+    classifier is fit only for a new run: a resumed or initialized one loads it."""
     from diffpolicy.policies import make_policy
 
     policy = make_policy(cfg).to(device)
     policy.normalizer.fit(normalizer_data({k: v.cpu().numpy() for k, v in train.items()}))
     policy.normalizer.to(device)
     if hasattr(policy.cond_encoder, "grounder"):
-        fit_grounding(cfg, policy.cond_encoder.grounder, demos)
+        if not resume and init_state is None:
+            fit_grounding(cfg, policy.cond_encoder.grounder, demos)
+        policy.cond_encoder.grounder.requires_grad_(False)
     elif cfg.policy.condition == "language":  # standardize with each instruction weighted once
         from diffpolicy import language
 
@@ -261,7 +266,7 @@ def fit_grounding(cfg: Config, grounder: nn.Module, demos) -> dict:
             texts.append(t)
             labels.append(e.mode)
     rng = np.random.default_rng(cfg.train.seed)
-    off_task = phrasing.off_task_sentences(task_of(cfg.env_id), rng, 1200)
+    off_task = phrasing.off_task_sentences(task_of(cfg.env_id, cfg.env_kwargs), rng, 1200)
     device = next(grounder.parameters()).device
     info = fit_grounder(
         grounder.cpu(),
@@ -353,7 +358,8 @@ FIXED_ON_RESUME = {
     "data": (),  # every key but the dataset's path
     "model": (),
     "policy": ("type", "num_train_timesteps", "beta_schedule", "prediction_type",
-               "gmm_components", "gmm_min_std", "condition", "language_model", "teacher"),
+               "gmm_components", "gmm_min_std", "condition", "language_model", "teacher",
+               "language_grounding", "grounding_members"),
 }  # fmt: skip
 """Config keys that a resumed run may not change (an empty tuple: the whole section)."""
 
@@ -533,7 +539,7 @@ def train(
             env_kwargs=cfg.env_kwargs or dict(demos.env_args.get("env_kwargs") or {}),
         )
         torch.manual_seed(t.seed + rank)
-        policy = build_policy(cfg, train_data, demos, device, init_state)
+        policy = build_policy(cfg, train_data, demos, device, init_state, resume)
         ema = copy.deepcopy(policy).requires_grad_(False).eval()
         optimizer = make_optimizer(policy, cfg, device)
         step = restore(run_dir, policy, ema, optimizer, device) if resume else 0

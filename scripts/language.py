@@ -41,7 +41,7 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     cfg = load_config(config, [f"data.dataset={dataset}"])
     demos = load_demos(dataset)
     names = list(demos.mode_names)
-    torch.manual_seed(cfg.train.seed)  # the classifier's initial weights, as in training
+    torch.manual_seed(cfg.train.seed)  # reproducible initial weights (not a training run's)
     grounder = Grounder(
         len(names), factors=mode_factors(names), members=cfg.policy.grounding_members
     )

@@ -123,6 +123,11 @@ def test_fitted_grounder_reads_unseen_sentences_and_refuses_off_task(fake_encode
     modes, _ = decide(probs, 0.7)
     assert modes.tolist() == [0, 1, -1, -1], probs.round(2)
     assert not any(p.requires_grad for p in g.parameters())  # frozen after fitting
+    # a mode with a single phrasing is never held out of every member's training
+    g1 = Grounder(2, dim=16, members=3)
+    fit_grounder(g1, ["go left", "go right"], [0, 1], chores, fake_encoder.path, seed=0, steps=60)
+    p1 = ground(g1, ["go left", "go right"], fake_encoder.path)
+    assert p1[:, :2].argmax(1).tolist() == [0, 1], p1.round(2)
 
 
 # --------------------------------------------------------------------------- instruction files
@@ -146,6 +151,14 @@ def test_instruction_files_name_the_bad_line(tmp_path):
         f.write_text(body)
         with pytest.raises(UserError, match=match):
             read_instructions(f, ["left", "right"])
+    f.write_text("\ufeffleft\tgo left\n", encoding="utf-8")  # saved with a byte-order mark
+    assert read_instructions(f, ["left", "right"]) == [(0, "go left")]
+    f.write_text("1\tgo to one\n0\tgo to zero\n")  # names that are digits are names, not indices
+    with pytest.raises(UserError, match="line 2: unknown mode '0'"):
+        read_instructions(f, ["1", "2"])
+    f.write_text("\u00b2\tsquared\n")
+    with pytest.raises(UserError, match="line 1: unknown mode"):
+        read_instructions(f, ["left", "right"])
     f.write_bytes(b"left\t\xff\xfe go\n")
     with pytest.raises(UserError, match="cannot read"):
         read_instructions(f, ["left", "right"])
