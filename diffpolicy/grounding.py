@@ -149,10 +149,16 @@ def fit_grounder(
     steps: int = 600,
     batch_size: int = 128,
 ) -> dict:
-    """Fit every member of `grounder` (`fit_reader`, seeds seed, seed + 1, ...) and freeze it.
-    Returns the members' summaries and their mean held-out accuracy."""
+    """Fit every member of `grounder` on (text, mode) pairs and off-task texts (label K)
+    (`fit_reader`, seeds seed, seed + 1, ...) and freeze it. Returns the members' summaries and
+    their mean held-out accuracy. Runs on CPU: the encoder runs once per distinct text."""
+    K = grounder.num_modes
+    pairs = dict(zip(map(str, texts), map(int, labels)))  # one label per distinct text
+    if any(not 0 <= y < K for y in pairs.values()):
+        raise ValueError(f"labels must be in [0, {K})")
+    pairs.update({str(t): K for t in off_task if str(t) not in pairs})
     fits = [
-        fit_reader(m, texts, labels, off_task, model_path, seed + i, steps, batch_size)
+        fit_reader(m, pairs, model_path, seed + i, steps, batch_size)
         for i, m in enumerate(grounder.members)
     ]
     for p in grounder.parameters():
@@ -167,26 +173,11 @@ def fit_grounder(
 
 
 def fit_reader(
-    grounder: Reader,
-    texts: Sequence[str],
-    labels: Sequence[int],
-    off_task: Sequence[str],
-    model_path: str = "",
-    seed: int = 0,
-    steps: int = 600,
-    batch_size: int = 128,
+    grounder: Reader, pairs: dict[str, int], model_path: str, seed: int, steps: int, batch_size: int
 ) -> dict:
-    """Train one Reader on (text, mode) pairs and off-task texts (label K); fit its temperature on
-    a tenth of the distinct texts held out (drawn with `seed`). Returns {"holdout_accuracy",
-    "temperature", ...}.
-
-    Runs on CPU in seconds: the encoder runs once per distinct text, the head is small.
-    """
+    """Train one Reader on {text: label} (label K = off-task); fit its temperature on a tenth of
+    the texts held out (drawn with `seed`). Returns {"holdout_accuracy", "temperature", ...}."""
     K = grounder.num_modes
-    pairs = dict(zip(map(str, texts), map(int, labels)))  # one label per distinct text
-    if any(not 0 <= y < K for y in pairs.values()):
-        raise ValueError(f"labels must be in [0, {K})")
-    pairs.update({str(t): K for t in off_task if str(t) not in pairs})
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pairs))
     keys = list(pairs)
