@@ -397,8 +397,7 @@ def cmd_ground(a) -> int:
         rows = [(None, t) for t in a.text]
     else:
         rows = instruction_set(Path(a.instructions_file), cfg.env_id, names, demos)
-    g = ground_lines(policy, cfg, rows, names, labelled=not a.text)
-    g.pop("_grounded")
+    g, _ = ground_lines(policy, cfg, rows, names, labelled=not a.text)
     if a.text:
         for line in g["lines"]:
             print(f"{line['grounded']}\t{line['confidence']:.2f}\t{line['text']}")

@@ -306,7 +306,9 @@ def evaluate_run(
         },
     )
     policy, cfg = load_policy(run_dir, cfg=cfg)
-    demos = training_demos(cfg)
+    # phrasing sets and mode names need the demos before the rollout; otherwise load them after
+    # it, so a camera dataset's frames are not held while the envs run
+    demos = training_demos(cfg) if instructions is not None else None
     condition_fn, grounding = make_condition_fn(
         cfg, policy, mode, instruction, instructions, num_modes, demos
     )
@@ -327,6 +329,7 @@ def evaluate_run(
         video_episodes=n_video,
         progress=progress,
     )
+    demos = demos if demos is not None else training_demos(cfg)
     note = mode_note(records, num_modes, cfg.env_id)
     if note and progress:
         print(f"note: {note}")
@@ -410,16 +413,19 @@ def check_command(cfg, mode, instruction, instructions, num_modes: int) -> None:
         raise UserError(f"--mode {mode} out of range: the run has modes 0..{num_modes - 1}")
 
 
-def ground_lines(policy, cfg, rows: list, mode_names, labelled: bool = True) -> dict:
-    """Ground each (mode or None, text) row with the run's classifier -> summary with per line
-    the grounded mode (-1 refused) and confidence; text-level accuracy on commanded rows and the
-    refusal rate of off-task rows (mode None). `labelled=False`: the rows' modes are unknown
-    (a user's sentence), so no rate is computed. Runs without a grounder: {} ."""
+def ground_lines(
+    policy, cfg, rows: list, mode_names, labelled: bool = True
+) -> tuple[dict, np.ndarray | None]:
+    """Ground each (mode or None, text) row with the run's classifier -> (summary, (N,) grounded
+    mode per row, -1 refused). The summary has per line the mode read and its confidence, the
+    text-level accuracy on commanded rows and the refusal rate of off-task rows (mode None).
+    `labelled=False`: the rows' modes are unknown (a user's sentence), so no rate is computed.
+    Runs without a grounder: ({}, None)."""
     from diffpolicy.grounding import decide, ground
 
     grounder = getattr(policy.cond_encoder, "grounder", None)
     if grounder is None:
-        return {}
+        return {}, None
     threshold = cfg.policy.grounding_threshold
     probs = ground(grounder, [t for _, t in rows], cfg.policy.language_model)
     grounded, conf = decide(probs, threshold)
@@ -445,8 +451,7 @@ def ground_lines(policy, cfg, rows: list, mode_names, labelled: bool = True) -> 
         "off_task_lines": len(off),
         "off_task_refusal_rate": float(np.mean([grounded[i] < 0 for i in off])) if off else None,
         "lines": lines,
-        "_grounded": grounded,
-    }
+    }, grounded
 
 
 def mode_names(cfg, demos, num_modes: int) -> list[str]:
@@ -490,8 +495,7 @@ def make_condition_fn(cfg, policy, mode, instruction, instructions, num_modes, d
         if instruction is not None
         else instruction_set(instructions, cfg.env_id, names, demos)
     )
-    summary = ground_lines(policy, cfg, rows, names, labelled=instruction is None)
-    grounded = summary.pop("_grounded", None)
+    summary, grounded = ground_lines(policy, cfg, rows, names, labelled=instruction is None)
     if instruction is not None and grounded is not None and grounded[0] < 0:
         line = summary["lines"][0]
         raise UserError(

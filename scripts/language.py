@@ -51,8 +51,7 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     policy = SimpleNamespace(cond_encoder=SimpleNamespace(grounder=grounder))  # text only
     for name in sets:
         rows = instruction_set(name, cfg.env_id, names, demos)
-        g = ground_lines(policy, cfg, rows, names)
-        g.pop("_grounded")
+        g, _ = ground_lines(policy, cfg, rows, names)
         if name == "train" or task != "reach_around_maze":
             out[name] = g
             continue
