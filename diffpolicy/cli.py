@@ -103,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--plot", metavar="PNG", help="top-view plot of the demos' paths by mode")
     i.add_argument("--json", metavar="FILE", help="also write the summary as JSON")
 
+    x = sub.add_parser("export", help="write a demo file as a LeRobotDataset v3 directory")
+    x.add_argument("file")
+    x.add_argument("--format", choices=("lerobot",), default="lerobot")
+    x.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) directory")
+    x.add_argument("--fps", type=_float, help="default: the env's control rate")
+
+    m = sub.add_parser("import", help="read a LeRobotDataset v3 directory into a demo file")
+    m.add_argument("dir")
+    m.add_argument("--out", required=True, metavar="FILE")
+
     t = sub.add_parser("train", help="train a policy from a config")
     t.add_argument("config", nargs="?")
     t.add_argument("--dataset")
@@ -261,6 +271,32 @@ def cmd_info(a) -> int:
         name = summary["env_id"] or Path(a.file).name
         plot_demos(a.plot, demos, title=f"{name}: {len(demos.episodes)} demos")
         print(f"plot:        {a.plot}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from diffpolicy.lerobot import export_lerobot
+
+    if a.fps is not None and not a.fps > 0:
+        raise UserError(f"--fps must be positive, got {a.fps}")
+    s = export_lerobot(a.file, a.out, fps=a.fps)
+    cams = f", cameras {', '.join(s['cameras'])}" if s["cameras"] else ""
+    state = ", ".join(f"{k} ({n})" for k, n in s["state_features"].items())
+    print(
+        f"wrote LeRobotDataset v3.0 {a.out}: {s['episodes']} episodes, {s['frames']} frames at "
+        f"{s['fps']:g} fps, {s['tasks']} tasks; {state}{cams}"
+    )
+    return 0
+
+
+def cmd_import(a) -> int:
+    from diffpolicy.lerobot import import_lerobot
+
+    s = import_lerobot(a.dir, a.out)
+    print(
+        f"wrote {s['episodes']} episodes ({s['frames']} frames) to {a.out}; "
+        f"obs keys: {', '.join(s['obs_keys'])}; env: {s['env'] or '(none recorded)'}"
+    )
     return 0
 
 
@@ -446,6 +482,8 @@ COMMANDS = {
     "bench": cmd_bench,
     "collect": cmd_collect,
     "info": cmd_info,
+    "export": cmd_export,
+    "import": cmd_import,
     "train": cmd_train,
     "distill": cmd_distill,
     "eval": cmd_eval,

@@ -47,7 +47,8 @@ class PandaEnv(gym.Env):
 
     ``CAMERAS`` (class attribute) maps camera names to poses (keyword arguments of
     :meth:`envs.panda.Scene.render` besides the size); ``proprio_keys`` names the observation
-    keys that hold only what the robot senses of itself (no object or goal state).
+    keys that hold only what the robot senses of itself (no object or goal state);
+    ``robot_type`` names the robot for dataset exports (LeRobotDataset's ``robot_type``).
 
     Args:
         render_mode: None or ``"rgb_array"``.
@@ -61,6 +62,7 @@ class PandaEnv(gym.Env):
 
     CAMERAS: dict[str, dict] = {}
     proprio_keys: tuple[str, ...] = ("proprio",)
+    robot_type = "franka_panda"
 
     def __init__(
         self,
