@@ -152,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--sampler", choices=SAMPLERS, help="sets policy.sampler")
     e.add_argument("--steps", type=_pos_int, help="sets policy.num_inference_steps")
     e.add_argument(
+        "--lowpass",
+        type=_nonneg_int,
+        help="keep the chunk's N lowest temporal frequencies in the sampler (policy.lowpass)",
+    )
+    e.add_argument(
         "--action-steps",
         type=_pos_int,
         help="actions executed per chunk before re-planning (Ta; sets control.n_action_steps)",
@@ -380,6 +385,7 @@ def cmd_eval(a) -> int:
         action_steps=a.action_steps,
         delay=a.delay,
         rtc=a.rtc,
+        lowpass=a.lowpass,
         constant_images=a.constant_images,
     )
     print(comparison_table({result["policy_type"]: result}))

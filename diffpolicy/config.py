@@ -90,6 +90,10 @@ class PolicyConfig:
     process used at inference (`eval --sampler`)."""
     num_inference_steps: int = 10
     """Reverse steps at inference (`eval --steps`)."""
+    lowpass: int = 0
+    """Keep only the chunk's `lowpass` lowest temporal frequencies (an orthonormal DCT-II basis
+    over the horizon) in every reverse step's x0 estimate; 0 keeps all (`eval --lowpass`).
+    Training-free: the residual noise of few-step samplers is what makes their paths zig-zag."""
     timestep_spacing: str = "leading"
     """leading | trailing: ddpm/ddim timesteps (trailing starts at pure noise; better few-step)."""
     gmm_components: int = 5
@@ -256,13 +260,15 @@ class Sampling:
     """Reverse steps (UNet calls, twice that under guidance)."""
     guidance: float = 1.0
     """Classifier-free guidance scale: 0 unconditional, 1 conditional, > 1 guided."""
+    lowpass: int = 0
+    """Temporal frequencies of the chunk kept at every step (0: all; `PolicyConfig.lowpass`)."""
     compiled: bool = True
     """Use the compiled paths where they apply (`diffpolicy/fastpath.py`: a frozen trace on CPU,
     a CUDA graph on GPU); False samples eagerly, for comparisons. Same numbers either way."""
 
     @classmethod
     def of(cls, p: PolicyConfig) -> Sampling:
-        return cls(p.sampler, p.num_inference_steps, p.guidance)
+        return cls(p.sampler, p.num_inference_steps, p.guidance, p.lowpass)
 
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp", "euler", "heun")
@@ -390,6 +396,14 @@ def validate(cfg: Config) -> Config:
             if flow
             else f"{' and '.join(FLOW_SAMPLERS)} are for prediction_type=velocity (flow matching)"
         ),
+    )
+    need(
+        0 <= p.lowpass <= d.horizon,
+        f"policy.lowpass={p.lowpass} must be in [0, data.horizon={d.horizon}] (0: off)",
+    )
+    need(
+        p.lowpass == 0 or p.type == "diffusion",
+        f"policy.lowpass={p.lowpass} needs a diffusion policy (it acts in the sampler)",
     )
     need(p.gmm_components >= 1, f"policy.gmm_components={p.gmm_components} must be >= 1")
     need(p.gmm_min_std > 0, f"policy.gmm_min_std={p.gmm_min_std} must be > 0")

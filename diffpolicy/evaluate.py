@@ -262,6 +262,7 @@ def evaluate_run(
     delay: int | None = None,
     rtc: bool | None = None,
     constant_images: bool | None = None,
+    lowpass: int | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
@@ -272,9 +273,9 @@ def evaluate_run(
         episode i commands the i-th commanded line in turn, so commanded-mode accuracy is
         measured, overall, per mode and per line; result["grounding"] has the text-level
         grounding of every line, off-task ones ("-") included.
-    sampler, steps, guidance, action_steps, delay, rtc: evaluation-time values of
-        policy.sampler, policy.num_inference_steps, policy.guidance, control.n_action_steps,
-        control.delay and control.rtc (the control keys only shape the controller, so any
+    sampler, steps, lowpass, guidance, action_steps, delay, rtc: evaluation-time values of
+        policy.sampler, policy.num_inference_steps, policy.lowpass, policy.guidance,
+        control.n_action_steps, control.delay and control.rtc (the control keys only shape the controller, so any
         1 <= Ta <= Tp - To + 1 works without retraining); None keeps the run's own. They are
         applied to the run's config and validated there.
     constant_images: the ablation eval.constant_images (camera frames replaced by grey).
@@ -298,6 +299,7 @@ def evaluate_run(
         {
             "policy.sampler": sampler,
             "policy.num_inference_steps": steps,
+            "policy.lowpass": lowpass,
             "policy.guidance": guidance,
             "control.n_action_steps": action_steps,
             "control.delay": delay,
@@ -348,6 +350,7 @@ def evaluate_run(
         policy_type=cfg.policy.type,
         sampler=cfg.policy.sampler,
         steps=cfg.policy.num_inference_steps,
+        lowpass=cfg.policy.lowpass,
         action_steps=cfg.control.n_action_steps,
         delay=cfg.control.delay,
         rtc=cfg.control.rtc,

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from diffpolicy.config import (
@@ -112,3 +114,19 @@ def test_replace_values_validates_at_the_one_site():
     assert cfg.policy.num_inference_steps == 10  # the original is not mutated
     with pytest.raises(ConfigError, match="policy.num_inference_steps=999 must be in"):
         replace_values(cfg, {"policy.num_inference_steps": 999})
+
+
+LOWPASS_CASES = [
+    (
+        {"policy.lowpass": 17, "data.horizon": 16},
+        "policy.lowpass=17 must be in [0, data.horizon=16]",
+    ),
+    ({"policy.lowpass": -1}, "policy.lowpass=-1 must be in"),
+    ({"policy.lowpass": 4, "policy.type": "mse"}, "needs a diffusion policy"),
+]
+
+
+@pytest.mark.parametrize("values,message", LOWPASS_CASES)
+def test_lowpass_is_checked(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        replace_values(config_from_dict({}), values)

@@ -594,3 +594,35 @@ def test_flow_and_diffusion_samplers_are_not_mixed():
     ):
         with pytest.raises(ConfigError, match=message):
             validate(make_cfg("diffusion", prediction_type=ptype, sampler=sampler))
+
+
+def test_lowpass_projector_keeps_low_frequencies_and_removes_the_rest():
+    from diffpolicy.policies.diffusion import lowpass_projector
+
+    T = 16
+    t = torch.arange(T, dtype=torch.float32)
+    ramp = (t / T - 0.5)[None, :, None]  # (1, T, 1): smooth, mostly the first two frequencies
+    zigzag = torch.cos(torch.pi * (t + 0.5) * (T - 1) / T)[None, :, None]  # highest frequency
+    x = torch.randn(3, T, 2)
+    assert torch.allclose(lowpass_projector(T, T)(x), x, atol=1e-5)  # all kept: identity
+    mean = lowpass_projector(T, 1)(x)  # one frequency: the chunk's mean over time
+    assert torch.allclose(mean, x.mean(1, keepdim=True).expand_as(x), atol=1e-5)
+    p6 = lowpass_projector(T, 6)
+    assert torch.allclose(p6(p6(x)), p6(x), atol=1e-5)  # a projection
+    assert (p6(ramp) - ramp).abs().max() < 0.02 and p6(zigzag).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp", "ddpm"])
+def test_lowpass_sampling_returns_chunks_in_the_low_frequency_subspace(sampler):
+    from diffpolicy.policies.diffusion import lowpass_projector
+
+    cfg = make_cfg("diffusion", horizon=16)
+    policy = make_policy(cfg).eval()
+    obs = make_batch(cfg, B=3, with_action=False)
+    x_T = torch.randn(3, 16, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = policy.sample(obs, x_T, Sampling(sampler, 4))
+        smooth = policy.sample(obs, x_T, Sampling(sampler, 4, lowpass=3))
+    project = lowpass_projector(16, 3)
+    assert (smooth - project(smooth)).abs().max() < 1e-4
+    assert (plain - project(plain)).abs().max() > 1e-2  # without it the chunk has more

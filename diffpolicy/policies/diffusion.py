@@ -14,6 +14,8 @@ CPU, a CUDA graph of the whole call on GPU.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -110,10 +112,15 @@ class DiffusionPolicy(nn.Module):
         precomputed FiLM tables (`diffpolicy/fastpath.py`); otherwise cond and uncond run as one
         batch of 2B per step (`denoiser`). With `obs["prefix_action"]` (B, Tp, A) env units and
         `obs["prefix_weight"]` (B, Tp) in [0, 1], every step's x0_hat is pulled towards the
-        prefix by that weight (inpainting: real-time chunking in controller.py).
+        prefix by that weight (inpainting: real-time chunking in controller.py). With
+        `sampling.lowpass` K > 0, every step's x0_hat is first projected onto the chunk's K
+        lowest temporal frequencies (`lowpass_projector`).
         """
         p, w = self.cfg.policy, sampling.guidance
         guide = self.prefix_guide(obs)
+        if sampling.lowpass:  # smooth first, then inpaint: the committed prefix stays exact
+            project, inpaint = lowpass_projector(self.horizon, sampling.lowpass, x_T.device), guide
+            guide = (lambda x0: inpaint(project(x0))) if inpaint else project
         if p.condition == "none" or w in (0.0, 1.0):
             drop = None
             if p.condition != "none" and w == 0.0:
@@ -169,3 +176,13 @@ class DiffusionPolicy(nn.Module):
         """Normalized x_0 -> clipped (if clip_sample) chunk in env units."""
         x_0 = x_0.clamp(-1.0, 1.0) if self.cfg.policy.clip_sample else x_0
         return self.normalizer.unnormalize("action", x_0)
+
+
+def lowpass_projector(horizon: int, k: int, device=None):
+    """x (B, Tp, A) -> its projection onto the first k orthonormal DCT-II basis vectors over
+    time: the chunk's k lowest temporal frequencies (k = Tp is the identity)."""
+    n = torch.arange(horizon, dtype=torch.float32, device=device)
+    basis = torch.stack([torch.cos(math.pi * (n + 0.5) * f / horizon) for f in range(k)], 1)
+    basis = basis / basis.norm(dim=0, keepdim=True)  # (Tp, k), orthonormal columns
+    proj = basis @ basis.T  # (Tp, Tp)
+    return lambda x: torch.einsum("st,bta->bsa", proj, x)
