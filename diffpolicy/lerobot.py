@@ -294,9 +294,9 @@ def write_lerobot(demos: Demos, root: Path, fps: float, proprio, robot_type=None
 @contextlib.contextmanager
 def _atomic_dir(out: Path):
     """Yield a temporary directory beside `out`; rename it to `out` when the block succeeds."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"output directory {out} exists and is not empty: choose a new one")
     check_output_dir(out)
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"output directory {out} exists and is not empty: choose a new one")
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{out.name}.{os.getpid()}."
     tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=out.parent))
@@ -312,11 +312,10 @@ def _atomic_dir(out: Path):
 def export_lerobot(src: str | Path, out: str | Path, fps: float | None = None) -> dict:
     """`diffpolicy export FILE --format lerobot --out DIR`: HDF5 demos to a LeRobotDataset."""
     _packages()
-    out = Path(out)
-    demos = load_demos(src)
-    rate, proprio, robot = env_facts(demos.env_args, fps)
-    rate = int(rate) if float(rate).is_integer() else float(rate)  # lerobot writes an int
-    with _atomic_dir(out) as tmp:
+    with _atomic_dir(Path(out)) as tmp:  # checked before the file is read
+        demos = load_demos(src)
+        rate, proprio, robot = env_facts(demos.env_args, fps)
+        rate = int(rate) if float(rate).is_integer() else float(rate)  # lerobot writes an int
         return write_lerobot(demos, tmp, rate, proprio, robot)
 
 
