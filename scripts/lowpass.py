@@ -1,7 +1,8 @@
 """README's smoothing table: one run sampled with its own sampler, keeping the chunk's K lowest
 temporal frequencies in every reverse step (`policy.lowpass`, `eval --lowpass K`).
 
-    python scripts/lowpass.py RUN_DIR --seed SEED [--k 0 3 4 6 8] [--name NAME] [--episodes 200]
+    python scripts/lowpass.py RUN_DIR --seed SEED [--k 0 3 4 6 8] [--rtc] [--delay D]
+                              [--name NAME] [--episodes 200]
     python scripts/lowpass.py --print-only [--name NAME]
 
 Writes benchmarks/results/NAME.json (default lowpass_<seed>): per K, success, entropy, TV,
@@ -18,7 +19,7 @@ KEYS = (
     "success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
     "path_roughness_rel_demos", "action_roughness_rel_demos", "boundary_jump_ratio",
     "mode_switch_rate", "chunk_latency_ms", "success_rate_ci95", "path_roughness_rel_demos_ci95",
-    "sampler", "steps", "lowpass", "action_steps", "seed", "episodes",
+    "sampler", "steps", "lowpass", "action_steps", "delay", "rtc", "seed", "episodes",
 )  # fmt: skip
 HEAD = ["lowpass K", "success", "entropy", "TV", "interp.", "path rough. / demos",
         "action rough. / demos", "boundary jump", "mode switch", "latency ms"]  # fmt: skip
@@ -29,6 +30,8 @@ def main() -> None:
     ap.add_argument("run", nargs="?")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--k", type=int, nargs="+", default=[0, 3, 4, 6, 8])
+    ap.add_argument("--rtc", action="store_const", const=True, help="with real-time chunking")
+    ap.add_argument("--delay", type=int, help="simulated inference delay D")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--envs", type=int, default=8)
     ap.add_argument("--name", help="results file name (default lowpass_<seed>)")
@@ -42,7 +45,7 @@ def main() -> None:
         rows = {}
         for k in a.k:
             r = evaluate_run(a.run, a.episodes, n_envs=a.envs, seed=a.seed, lowpass=k,
-                             progress=False)  # fmt: skip
+                             rtc=a.rtc, delay=a.delay, progress=False)  # fmt: skip
             rows[str(k)] = {key: r.get(key) for key in KEYS} | {"run_dir": a.run}
             print(k, {key: rows[str(k)][key] for key in KEYS[:9]}, flush=True)
         write_result(name, {"episodes": a.episodes, "rows": rows}, a.results)
