@@ -275,9 +275,9 @@ def evaluate_run(
         grounding of every line, off-task ones ("-") included.
     sampler, steps, lowpass, guidance, action_steps, delay, rtc: evaluation-time values of
         policy.sampler, policy.num_inference_steps, policy.lowpass, policy.guidance,
-        control.n_action_steps, control.delay and control.rtc (the control keys only shape the controller, so any
-        1 <= Ta <= Tp - To + 1 works without retraining); None keeps the run's own. They are
-        applied to the run's config and validated there.
+        control.n_action_steps, control.delay and control.rtc (the control keys only shape the
+        controller, so any 1 <= Ta <= Tp - To + 1 works without retraining); None keeps the
+        run's own. They are applied to the run's config and validated there.
     constant_images: the ablation eval.constant_images (camera frames replaced by grey).
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """

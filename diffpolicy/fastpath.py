@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from diffpolicy.config import Sampling
 from diffpolicy.models.unet1d import ConditionalUnet1D
-from diffpolicy.schedulers import NoiseSchedule, X0Guide, sample
+from diffpolicy.schedulers import NoiseSchedule, X0Guide, sample, with_lowpass
 
 TRACE_MAX_PARAMS = 5_000_000
 """Largest UNet traced for CPU sampling (a frozen trace copies the weights)."""
@@ -63,8 +63,9 @@ class FastSampler:
     ) -> Tensor | tuple[Tensor, Tensor]:
         """cond (B, Gc), x_T (B, Tp, A) -> normalized x_0 (B, Tp, A), unclipped (and the x0_hat
         trace (S, B, Tp, A) with `return_x0`). `sampling.guidance` is not applied here: the
-        caller passes the condition of the single pass it wants. A call with `x0_guide` (per-call
-        tensors) is not captured as a CUDA graph."""
+        caller passes the condition of the single pass it wants. `sampling.lowpass` smooths every
+        step's x0 estimate before `x0_guide`; a call with `x0_guide` (per-call tensors) is not
+        captured as a CUDA graph, one with only the lowpass is."""
         kw = dict(
             sampler=sampling.sampler,
             steps=sampling.steps,
@@ -75,7 +76,7 @@ class FastSampler:
         timesteps = self.schedule.plan(sampling.sampler, sampling.steps, x_T.device).timesteps
         graphable = sampling.sampler != "ddpm" and not return_x0 and x0_guide is None
         if sampling.compiled and x_T.device.type == "cuda" and graphable:
-            return self._graph_replay(timesteps, cond, x_T, kw)
+            return self._graph_replay(timesteps, cond, x_T, kw, sampling.lowpass)
         film = self.model.film_table(timesteps, cond)  # (S, B, F, 1)
         body = self._body(x_T, film[0]) if sampling.compiled else self.model.forward_film
         return sample(
@@ -84,7 +85,7 @@ class FastSampler:
             x_T,
             generator=generator,
             return_x0=return_x0,
-            x0_guide=x0_guide,
+            x0_guide=with_lowpass(x0_guide, sampling.lowpass, x_T),
             **kw,
         )
 
@@ -120,13 +121,20 @@ class FastSampler:
         # traced graphs bake in shapes (and each Conv1d's choice of kernel, which depends on B, T)
         return self._cached(("jit", tuple(x.shape), tuple(film.shape), x.dtype), build)
 
-    def _graph_replay(self, timesteps: Tensor, cond: Tensor, x_T: Tensor, kw: dict) -> Tensor:
-        """Replay of one captured call with static (x_T, cond) input buffers."""
+    def _graph_replay(
+        self, timesteps: Tensor, cond: Tensor, x_T: Tensor, kw: dict, lowpass: int
+    ) -> Tensor:
+        """Replay of one captured call with static (x_T, cond) input buffers (the lowpass
+        projector is a constant of the graph)."""
 
         def run(x: Tensor, c: Tensor) -> Tensor:
             film = self.model.film_table(timesteps, c)  # (S, B, F, 1)
             return sample(
-                lambda x_t, i: self.model.forward_film(x_t, film[i]), self.schedule, x, **kw
+                lambda x_t, i: self.model.forward_film(x_t, film[i]),
+                self.schedule,
+                x,
+                x0_guide=with_lowpass(None, lowpass, x),
+                **kw,
             )
 
         def build():
@@ -142,7 +150,14 @@ class FastSampler:
                 static_out = run(static_x, static_cond)
             return graph, static_x, static_cond, static_out
 
-        key = ("cuda_graph", kw["sampler"], kw["steps"], tuple(x_T.shape), tuple(cond.shape))
+        key = (
+            "cuda_graph",
+            kw["sampler"],
+            kw["steps"],
+            lowpass,
+            tuple(x_T.shape),
+            tuple(cond.shape),
+        )
         graph, static_x, static_cond, static_out = self._cached(key, build)
         static_x.copy_(x_T)
         static_cond.copy_(cond)

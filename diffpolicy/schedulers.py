@@ -356,3 +356,23 @@ def sample(
         raise ValueError(f"sampler={sampler!r} must be one of {', '.join(SAMPLERS)}")
 
     return (x_t, trace) if return_x0 else x_t
+
+
+def lowpass_projector(horizon: int, k: int, device=None):
+    """x (B, Tp, A) -> its projection onto the first k orthonormal DCT-II basis vectors over
+    time: the chunk's k lowest temporal frequencies (k = Tp is the identity)."""
+    n = torch.arange(horizon, dtype=torch.float32, device=device)
+    basis = torch.stack([torch.cos(math.pi * (n + 0.5) * f / horizon) for f in range(k)], 1)
+    basis = basis / basis.norm(dim=0, keepdim=True)  # (Tp, k), orthonormal columns
+    proj = basis @ basis.T  # (Tp, Tp)
+    return lambda x: torch.einsum("st,bta->bsa", proj, x)
+
+
+def with_lowpass(guide: X0Guide | None, lowpass: int, x_T: Tensor) -> X0Guide | None:
+    """`guide` after a projection onto the chunk's `lowpass` lowest temporal frequencies
+    (x_T (B, Tp, A) gives Tp and the device; lowpass 0: `guide` unchanged). Smoothing comes
+    first, so an inpainting guide keeps its prefix exact."""
+    if not lowpass:
+        return guide
+    project = lowpass_projector(x_T.shape[1], lowpass, x_T.device)
+    return project if guide is None else (lambda x0: guide(project(x0)))

@@ -1,5 +1,6 @@
 """One-step distillation: a student regresses its teacher's sampler, then samples in one call."""
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -8,9 +9,11 @@ import torch
 from helpers import bimodal_demos, debug_cfg, run_cli
 
 from diffpolicy.checkpoint import checkpoint_dirs, load_policy, read_metrics, read_weights
+from diffpolicy.config import Sampling
 from diffpolicy.dataset import write_demos
 from diffpolicy.distill import DistillLoss
 from diffpolicy.policies.condition import global_condition
+from diffpolicy.schedulers import lowpass_projector
 from diffpolicy.train import train
 
 
@@ -53,15 +56,25 @@ def test_student_learns_the_teacher_map_and_samples_in_one_call(tmp_path, teache
     state, _ = read_weights(checkpoint_dirs(out)[-1], "ema")
     assert set(state) == set(teacher.state_dict())
 
-    # one-step sampling is exactly one UNet call at t = T - 1, clipped and unnormalized
+    # a student runs smooth by default: its lowpass and real-time chunking (README)
+    assert p.lowpass == 6 and cfg.control.rtc
+    # one-step sampling is exactly one UNet call at t = T - 1, clipped, smoothed, unnormalized
     obs = {"obs": torch.randn(5, 2, 2), "goal": torch.randn(5, 2)}
     chunk = student.predict_action_chunk(obs, generator=torch.Generator().manual_seed(3))
     x_T = torch.randn((5, cfg.data.horizon, 2), generator=torch.Generator().manual_seed(3))
     cond = global_condition(student, obs)
     with torch.no_grad():
         x0 = student.model(x_T, torch.full((5,), p.num_train_timesteps - 1), cond)
-    expected = student.normalizer.unnormalize("action", x0.clamp(-1, 1))
+    smooth = lowpass_projector(cfg.data.horizon, 6)(x0.clamp(-1, 1))
+    expected = student.normalizer.unnormalize("action", smooth.clamp(-1, 1))
     torch.testing.assert_close(chunk, expected, rtol=1e-4, atol=1e-5)
+    plain = student.predict_action_chunk(
+        obs,
+        dataclasses.replace(Sampling.of(p), lowpass=0),
+        generator=torch.Generator().manual_seed(3),
+    )
+    unsmoothed = student.normalizer.unnormalize("action", x0.clamp(-1, 1))
+    torch.testing.assert_close(plain, unsmoothed, rtol=1e-4, atol=1e-5)
 
 
 def test_distill_target_is_the_teachers_sample_for_the_same_noise(teacher_run):
@@ -115,8 +128,9 @@ def test_bad_teachers_exit_2_with_one_line(tmp_path, toy_demo_file, teacher_run)
     assert "shape" in r.stderr and not (out.exists() and checkpoint_dirs(out)), r.stderr
 
 
-def test_two_step_student_samples_along_the_trajectory_it_was_trained_on(tmp_path, teacher_run):
-    """Default K = 2: the second call sees the DDIM step from the first call's x0 (t = 9 of 20)."""
+def test_two_step_student_samples_along_its_ddim_trajectory(tmp_path, teacher_run):
+    """Default K = 2: the second call sees the DDIM step from the first call's x0 (t = 9 of 20),
+    smoothed by the student's default lowpass (training takes the same step unsmoothed)."""
     out = tmp_path / "student2"
     r = run_cli("distill", str(teacher_run), "--out", str(out), "train.steps=4")
     assert r.returncode == 0, r.stderr
@@ -128,11 +142,12 @@ def test_two_step_student_samples_along_the_trajectory_it_was_trained_on(tmp_pat
     cond = global_condition(student, obs)
     ab = student.schedule.alphas_cumprod
     with torch.no_grad():
+        smooth = lowpass_projector(cfg.data.horizon, cfg.policy.lowpass)  # the default 6
         x0 = student.model(x_t, torch.full((3,), 19), cond)
         eps = (x_t - ab[19].sqrt() * x0) / (1 - ab[19]).sqrt()
-        x_t = ab[9].sqrt() * x0.clamp(-1, 1) + (1 - ab[9]).sqrt() * eps
+        x_t = ab[9].sqrt() * smooth(x0.clamp(-1, 1)) + (1 - ab[9]).sqrt() * eps
         x0 = student.model(x_t, torch.full((3,), 9), cond)
-    expected = student.normalizer.unnormalize("action", x0.clamp(-1, 1))
+    expected = student.normalizer.unnormalize("action", smooth(x0.clamp(-1, 1)).clamp(-1, 1))
     torch.testing.assert_close(chunk, expected, rtol=1e-4, atol=1e-5)
 
 

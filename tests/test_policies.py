@@ -597,7 +597,7 @@ def test_flow_and_diffusion_samplers_are_not_mixed():
 
 
 def test_lowpass_projector_keeps_low_frequencies_and_removes_the_rest():
-    from diffpolicy.policies.diffusion import lowpass_projector
+    from diffpolicy.schedulers import lowpass_projector
 
     T = 16
     t = torch.arange(T, dtype=torch.float32)
@@ -614,7 +614,7 @@ def test_lowpass_projector_keeps_low_frequencies_and_removes_the_rest():
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp", "ddpm"])
 def test_lowpass_sampling_returns_chunks_in_the_low_frequency_subspace(sampler):
-    from diffpolicy.policies.diffusion import lowpass_projector
+    from diffpolicy.schedulers import lowpass_projector
 
     cfg = make_cfg("diffusion", horizon=16)
     policy = make_policy(cfg).eval()

@@ -14,8 +14,6 @@ CPU, a CUDA graph of the whole call on GPU.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
@@ -31,7 +29,7 @@ from diffpolicy.policies.condition import (
     masked_mean,
     observation_features,
 )
-from diffpolicy.schedulers import NoiseSchedule, sample
+from diffpolicy.schedulers import NoiseSchedule, sample, with_lowpass
 
 
 class DiffusionPolicy(nn.Module):
@@ -118,9 +116,6 @@ class DiffusionPolicy(nn.Module):
         """
         p, w = self.cfg.policy, sampling.guidance
         guide = self.prefix_guide(obs)
-        if sampling.lowpass:  # smooth first, then inpaint: the committed prefix stays exact
-            project, inpaint = lowpass_projector(self.horizon, sampling.lowpass, x_T.device), guide
-            guide = (lambda x0: inpaint(project(x0))) if inpaint else project
         if p.condition == "none" or w in (0.0, 1.0):
             drop = None
             if p.condition != "none" and w == 0.0:
@@ -137,7 +132,7 @@ class DiffusionPolicy(nn.Module):
             clip_sample=p.clip_sample,
             generator=generator,
             return_x0=return_x0,
-            x0_guide=guide,
+            x0_guide=with_lowpass(guide, sampling.lowpass, x_T),
         )
 
     def prefix_guide(self, obs: dict[str, Tensor]):
@@ -176,13 +171,3 @@ class DiffusionPolicy(nn.Module):
         """Normalized x_0 -> clipped (if clip_sample) chunk in env units."""
         x_0 = x_0.clamp(-1.0, 1.0) if self.cfg.policy.clip_sample else x_0
         return self.normalizer.unnormalize("action", x_0)
-
-
-def lowpass_projector(horizon: int, k: int, device=None):
-    """x (B, Tp, A) -> its projection onto the first k orthonormal DCT-II basis vectors over
-    time: the chunk's k lowest temporal frequencies (k = Tp is the identity)."""
-    n = torch.arange(horizon, dtype=torch.float32, device=device)
-    basis = torch.stack([torch.cos(math.pi * (n + 0.5) * f / horizon) for f in range(k)], 1)
-    basis = basis / basis.norm(dim=0, keepdim=True)  # (Tp, k), orthonormal columns
-    proj = basis @ basis.T  # (Tp, Tp)
-    return lambda x: torch.einsum("st,bta->bsa", proj, x)
