@@ -12,17 +12,13 @@ rate and chunk latency. K is chosen on a validation seed and reported on another
 
 import argparse
 
+from execution import HEAD as EXECUTION_HEAD  # scripts/execution.py: the same columns
+from execution import KEYS
+
 from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
 from diffpolicy.evaluate import evaluate_run
 
-KEYS = (
-    "success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
-    "path_roughness_rel_demos", "action_roughness_rel_demos", "boundary_jump_ratio",
-    "mode_switch_rate", "chunk_latency_ms", "success_rate_ci95", "path_roughness_rel_demos_ci95",
-    "sampler", "steps", "lowpass", "action_steps", "delay", "rtc", "seed", "episodes",
-)  # fmt: skip
-HEAD = ["lowpass K", "success", "entropy", "TV", "interp.", "path rough. / demos",
-        "action rough. / demos", "boundary jump", "mode switch", "latency ms"]  # fmt: skip
+HEAD = ["lowpass K", *EXECUTION_HEAD[1:]]
 
 
 def main() -> None:

@@ -73,6 +73,15 @@ def write_bimodal(path, **kw) -> str:
 # ---------------------------------------------------------------------------- configs and CLI
 
 
+def camera_demos(path, episodes: int, camera: str, size: int = 32):
+    """`episodes` ReachAround expert demos with one `camera` (size x size) written to `path`."""
+    from diffpolicy.collect import collect
+
+    kwargs = {"cameras": [camera], "image_size": size}
+    collect("diffpolicy/ReachAround-v0", episodes, str(path), progress=False, env_kwargs=kwargs)
+    return path
+
+
 def debug_cfg(dataset, *overrides):
     cfg = load_config(DEBUG, overrides)
     cfg.data.dataset = str(dataset)

@@ -13,12 +13,11 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from diffpolicy.collect import collect
 from diffpolicy.config import load_config
 from diffpolicy.dataset import Demos, Episode, load_demos, make_windows
 from diffpolicy.errors import UserError
 from diffpolicy.train import take
-from tests.helpers import ROOT, one_line_exit_2
+from tests.helpers import ROOT, camera_demos, one_line_exit_2
 
 CAMERAS = {"diffpolicy/ReachAround-v0": "top", "diffpolicy/ReachAroundMaze-v0": "top",
            "diffpolicy/Pick-v0": "front"}  # fmt: skip
@@ -80,10 +79,7 @@ def test_vision_configs_select_no_privileged_key(path):
 
 @pytest.fixture(scope="module")
 def camera_file(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cam") / "top.hdf5"
-    kwargs = {"cameras": ["top"], "image_size": 32}
-    collect("diffpolicy/ReachAround-v0", 8, str(out), progress=False, env_kwargs=kwargs)
-    return out
+    return camera_demos(tmp_path_factory.mktemp("cam") / "top.hdf5", 8, "top")
 
 
 def test_collect_writes_compressed_uint8_frames_and_the_env_kwargs(camera_file):

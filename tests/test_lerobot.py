@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import debug_cfg, one_line_exit_2
+from helpers import camera_demos, debug_cfg, one_line_exit_2
 
 from diffpolicy import lerobot
-from diffpolicy.collect import collect
 from diffpolicy.dataset import load_demos
 
 FIXTURE = Path(__file__).parent / "data" / "lerobot_v3"
@@ -27,10 +26,7 @@ MAX_PIXEL_ERROR = 6.0  # mean |error| per uint8 value after AV1 at crf 30, yuv42
 @pytest.fixture(scope="module")
 def camera_file(tmp_path_factory):
     """4 ReachAround demos with a 32x32 front camera, modes and instructions."""
-    path = tmp_path_factory.mktemp("lerobot") / "demos.hdf5"
-    env_kwargs = {"cameras": ["front"], "image_size": 32}
-    collect("diffpolicy/ReachAround-v0", 4, str(path), progress=False, env_kwargs=env_kwargs)
-    return path
+    return camera_demos(tmp_path_factory.mktemp("lerobot") / "demos.hdf5", 4, "front")
 
 
 @pytest.fixture(scope="module")
