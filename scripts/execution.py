@@ -1,7 +1,8 @@
 """README's execution table: samplers and delay strategies side by side on one trained run.
 
     python scripts/execution.py RUN_DIR [--student RUN] [--episodes 200] [--seed 7000]
-    python scripts/execution.py --print-only       # the table from results/execution.json
+    python scripts/execution.py MAZE_RUN --rows maze --episodes 480   # -> execution_maze.json
+    python scripts/execution.py --print-only [--rows maze]  # the table from its results file
 
 Each row is one evaluation of RUN_DIR (200 episodes, one seed) with another sampler, with the
 chunk's lowest temporal frequencies kept (`--lowpass`), or with a simulated inference delay D
@@ -26,6 +27,12 @@ ROWS = (  # (label, evaluate_run keyword arguments)
     ("DPM-Solver++ 8, D=0 real-time chunking", {"rtc": True}),
     ("DPM-Solver++ 8, lowpass 6", {"lowpass": 6}),
     ("DPM-Solver++ 8, lowpass 6 + real-time chunking", {"lowpass": 6, "rtc": True}),
+)
+MAZE_ROWS = (  # does real-time chunking let the maze re-plan 4x less often?
+    ("Ta 2 (the maze config)", {}),
+    ("Ta 8, naive", {"action_steps": 8}),
+    ("Ta 8, real-time chunking", {"action_steps": 8, "rtc": True}),
+    ("Ta 8, lowpass 6 + real-time chunking", {"action_steps": 8, "rtc": True, "lowpass": 6}),
 )
 STUDENT_ROWS = (  # a distilled student's defaults are lowpass 6 + real-time chunking
     ("2-step student (lowpass 6 + real-time chunking)", {}),
@@ -52,9 +59,11 @@ def main() -> None:
     ap.add_argument("--envs", type=int, default=8)
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--print-only", action="store_true")
+    ap.add_argument("--rows", choices=("reach", "maze"), default="reach")
     args = ap.parse_args()
+    name = "execution_maze" if args.rows == "maze" else "execution"
     if not args.print_only:
-        rows = [(label, args.run, kw) for label, kw in ROWS]
+        rows = [(label, args.run, kw) for label, kw in (MAZE_ROWS if args.rows == "maze" else ROWS)]
         if args.student:
             rows += [(label, args.student, kw) for label, kw in STUDENT_ROWS]
         results = {}
@@ -62,8 +71,8 @@ def main() -> None:
             r = evaluate_run(run, args.episodes, n_envs=args.envs, seed=args.seed, **kw)
             results[label] = {k: r.get(k) for k in KEYS} | {"run_dir": run}
             print(label, {k: results[label][k] for k in KEYS[:9]}, flush=True)
-        write_result("execution", {"episodes": args.episodes, "rows": results}, args.results)
-    rows = read_result("execution", args.results)["rows"]
+        write_result(name, {"episodes": args.episodes, "rows": results}, args.results)
+    rows = read_result(name, args.results)["rows"]
     print(markdown_table(HEAD, [[k, *(v[m] for m in KEYS[:9])] for k, v in rows.items()]))
 
 
