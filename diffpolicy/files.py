@@ -4,7 +4,8 @@
   a file (or directory) cannot be created there: a parent that is a regular file, a directory
   where a file should go, a read-only file system, no permission.
 - `atomic_path(path)`: write to a temporary file beside `path` and rename it over `path`, so a
-  crash, a full disk or Ctrl-C leaves the old file (or none), never half of a new one.
+  crash, a full disk or Ctrl-C leaves the old file (or none), never half of a new one;
+  `atomic_dir(path)` does the same for a new directory.
 - `writer_lock(path)`: one writer per run directory or output file. The lock is `flock` on a
   file beside the target, so the kernel releases it when the holder dies: a killed process
   never leaves a stale lock behind.
@@ -20,6 +21,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
 from glob import escape as glob_escape
 from pathlib import Path
@@ -120,6 +122,26 @@ def atomic_path(path: str | Path, parents: bool = True):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a new temporary directory beside `path` (a new or empty directory); rename it to
+    `path` when the block succeeds, remove it when it fails: `path` never holds half of it."""
+    path = check_output_dir(path)
+    if path.is_dir() and any(path.iterdir()):
+        raise UserError(f"output directory {path} exists and is not empty: choose a new one")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    )
+    try:
+        yield tmp
+        if path.exists():
+            path.rmdir()
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def disk_full(directory: str | Path) -> bool:

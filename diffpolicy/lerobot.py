@@ -31,11 +31,8 @@ Needs the optional packages pyarrow, pandas and av (`pip install 'diffpolicy[ler
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -43,7 +40,7 @@ import numpy as np
 
 from diffpolicy.dataset import Demos, Episode, is_image, load_demos, write_demos
 from diffpolicy.errors import DatasetError, UserError
-from diffpolicy.files import check_output, check_output_dir
+from diffpolicy.files import atomic_dir, check_output, write_json
 
 VERSION = "v3.0"
 STATE, ENV_STATE = "observation.state", "observation.environment_state"
@@ -94,9 +91,9 @@ def env_facts(env_args: dict, fps: float | None) -> tuple[float, tuple | None, s
         return float(fps), None, None
     try:
         env = make_env(name, **dict(env_args.get("env_kwargs") or {}))
-    except UserError:
+    except UserError as e:
         if fps is None:
-            raise
+            raise UserError(f"{e}; or give --fps to export without making the env") from None
         return float(fps), None, None
     try:
         u = env.unwrapped
@@ -176,8 +173,8 @@ def write_lerobot(demos: Demos, root: Path, fps: float, proprio, robot_type=None
     lengths = np.array([len(e) for e in eps])
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     total = int(lengths.sum())
-    env_name = demos.env_id
-    tasks = list(dict.fromkeys(_task(e, env_name) for e in eps))
+    ep_tasks = [_task(e, demos.env_id) for e in eps]
+    tasks = list(dict.fromkeys(ep_tasks))
     task_index = {t: i for i, t in enumerate(tasks)}
     groups = _state_groups(demos, proprio)
     cameras = [k for k, v in eps[0].obs.items() if is_image(v)]
@@ -208,7 +205,7 @@ def write_lerobot(demos: Demos, root: Path, fps: float, proprio, robot_type=None
     columns["frame_index"] = frame_index
     columns["episode_index"] = np.repeat(np.arange(len(eps)), lengths).astype(np.int64)
     columns["index"] = np.arange(total, dtype=np.int64)
-    columns["task_index"] = np.repeat([task_index[_task(e, env_name)] for e in eps], lengths)
+    columns["task_index"] = np.repeat([task_index[t] for t in ep_tasks], lengths)
     for name in INDEX_FEATURES:
         dtype = "float32" if name == "timestamp" else "int64"
         features[name] = {"dtype": dtype, "shape": [1], "names": None}
@@ -216,7 +213,7 @@ def write_lerobot(demos: Demos, root: Path, fps: float, proprio, robot_type=None
     stats = {name: _stats(x) for name, x in columns.items()}
     episodes: dict[str, list] = {
         "episode_index": list(range(len(eps))),
-        "tasks": [[_task(e, env_name)] for e in eps],
+        "tasks": [[t] for t in ep_tasks],
         "length": lengths.tolist(),
         "data/chunk_index": [0] * len(eps),
         "data/file_index": [0] * len(eps),
@@ -284,35 +281,17 @@ def write_lerobot(demos: Demos, root: Path, fps: float, proprio, robot_type=None
             "video_keys": {v: k for k, v in video_keys.items()},
         },
     }
-    (root / "meta/info.json").write_text(json.dumps(info, indent=2))
-    (root / "meta/stats.json").write_text(json.dumps(stats, indent=2))
+    write_json(root / "meta/info.json", info)
+    write_json(root / "meta/stats.json", stats)
     return {"episodes": len(eps), "frames": total, "fps": fps, "tasks": len(tasks),
             "state_features": {n: len(features[n]["names"]) for n in groups},
             "cameras": sorted(video_keys.values())}  # fmt: skip
 
 
-@contextlib.contextmanager
-def _atomic_dir(out: Path):
-    """Yield a temporary directory beside `out`; rename it to `out` when the block succeeds."""
-    check_output_dir(out)
-    if out.is_dir() and any(out.iterdir()):
-        raise UserError(f"output directory {out} exists and is not empty: choose a new one")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{out.name}.{os.getpid()}."
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def export_lerobot(src: str | Path, out: str | Path, fps: float | None = None) -> dict:
     """`diffpolicy export FILE --format lerobot --out DIR`: HDF5 demos to a LeRobotDataset."""
     _packages()
-    with _atomic_dir(Path(out)) as tmp:  # checked before the file is read
+    with atomic_dir(out) as tmp:  # checked before the file is read
         demos = load_demos(src)
         rate, proprio, robot = env_facts(demos.env_args, fps)
         rate = int(rate) if float(rate).is_integer() else float(rate)  # lerobot writes an int
@@ -495,6 +474,8 @@ def _read(root: Path) -> Demos:
     if not any(k.startswith("obs/") for k in arrays):
         raise DatasetError(f"{root}: the dataset has no observation.* feature")
 
+    rewards = arrays.get("next.reward", np.zeros(len(ep_col), np.float32)).reshape(-1)
+    dones = arrays.get("next.done", np.zeros(len(ep_col), bool)).reshape(-1).astype(bool)
     episodes = []
     bounds = np.flatnonzero(np.diff(ep_col)) + 1
     for lo, hi in zip([0, *bounds], [*bounds, len(ep_col)]):
@@ -509,8 +490,8 @@ def _read(root: Path) -> Demos:
             Episode(
                 obs=obs,
                 actions=arrays["action"][lo:hi].astype(np.float32).reshape(T, -1),
-                rewards=arrays.get("next.reward", np.zeros(len(ep_col)))[lo:hi].reshape(T),
-                dones=arrays.get("next.done", np.zeros(len(ep_col)))[lo:hi].reshape(T).astype(bool),
+                rewards=rewards[lo:hi].astype(np.float32),
+                dones=dones[lo:hi],
                 mode=mode,
                 mode_name=attrs.get("mode_name", named),
                 instruction=attrs.get("instruction", task),

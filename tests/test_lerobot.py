@@ -225,3 +225,47 @@ def test_missing_packages_name_the_extra(camera_file, tmp_path, monkeypatch, cap
     one_line_exit_2(capsys, ["export", str(camera_file), "--out", str(tmp_path / "ds")],
                     "pip install 'diffpolicy[lerobot]'")  # fmt: skip
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_features_stored_in_parquet_import_losslessly(camera_file, exported, tmp_path):
+    """lerobot's `dtype: image` layout (PNG bytes in the data parquet, no video)."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    demos = load_demos(camera_file)
+    frames = np.concatenate([e.obs["front_image"] for e in demos.episodes])
+    pngs = []
+    for frame in frames:
+        buf = io.BytesIO()
+        Image.fromarray(frame).save(buf, format="PNG")
+        pngs.append({"bytes": buf.getvalue(), "path": None})
+    images = tmp_path / "images"
+    shutil.copytree(exported, images)
+    shutil.rmtree(images / "videos")
+    info = json.loads((images / "meta/info.json").read_text())
+    info["features"]["observation.images.front"] = {
+        "dtype": "image", "shape": [32, 32, 3], "names": ["height", "width", "channels"],
+    }  # fmt: skip
+    info["video_path"] = None
+    (images / "meta/info.json").write_text(json.dumps(info))
+    table = pq.read_table(images / lerobot.DATA_FILE)
+    pq.write_table(table.append_column("observation.images.front", pa.array(pngs)),
+                   images / lerobot.DATA_FILE)  # fmt: skip
+    d = lerobot.read_lerobot(images)
+    got = np.concatenate([e.obs["front_image"] for e in d.episodes])
+    assert got.dtype == np.uint8 and np.array_equal(got, frames)  # PNG is lossless
+
+
+def test_a_file_whose_env_cannot_be_made_exports_with_fps(toy_demo_file, tmp_path, capsys):
+    """The toy file names an env id nobody registered: the fps must then be given."""
+    out = tmp_path / "ds"
+    one_line_exit_2(capsys, ["export", str(toy_demo_file), "--out", str(out)], "give --fps")
+    assert not out.exists()
+    lerobot.export_lerobot(toy_demo_file, out, fps=5)
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["fps"] == 5 and info["features"]["observation.state"]["shape"] == [4]
+    assert (
+        lerobot.differences(load_demos(toy_demo_file), lerobot.read_lerobot(out))["different"] == []
+    )
