@@ -23,6 +23,7 @@ its step targets: DDIM steps from t to t - T // steps, DDPM to the next timestep
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -361,11 +362,17 @@ def sample(
 def lowpass_projector(horizon: int, k: int, device=None):
     """x (B, Tp, A) -> its projection onto the first k orthonormal DCT-II basis vectors over
     time: the chunk's k lowest temporal frequencies (k = Tp is the identity)."""
-    n = torch.arange(horizon, dtype=torch.float32, device=device)
+    proj = _lowpass_matrix(horizon, k, str(torch.device(device or "cpu")))  # (Tp, Tp)
+    return lambda x: torch.matmul(proj, x)
+
+
+@functools.lru_cache(maxsize=16)
+def _lowpass_matrix(horizon: int, k: int, device: str) -> Tensor:
+    """(Tp, Tp) projector B B^T onto the first k DCT-II basis vectors, built once per shape."""
+    n = torch.arange(horizon, dtype=torch.float64)
     basis = torch.stack([torch.cos(math.pi * (n + 0.5) * f / horizon) for f in range(k)], 1)
     basis = basis / basis.norm(dim=0, keepdim=True)  # (Tp, k), orthonormal columns
-    proj = basis @ basis.T  # (Tp, Tp)
-    return lambda x: torch.einsum("st,bta->bsa", proj, x)
+    return (basis @ basis.T).float().to(device)
 
 
 def with_lowpass(guide: X0Guide | None, lowpass: int, x_T: Tensor) -> X0Guide | None:
