@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +67,6 @@ def make_expert(env, mode=None, rng=None) -> PickPlaceExpert:
     return PickPlaceExpert(env)
 
 
-def cli(*args: str) -> str:
-    p = subprocess.run([sys.executable, "-m", "diffpolicy", *args], cwd=ROOT, text=True,
-                       capture_output=True)  # fmt: skip
-    if p.returncode != 0:
-        raise SystemExit(f"diffpolicy {' '.join(args)} failed:\n{p.stderr[-2000:]}")
-    return p.stdout
-
-
 def recipe(run: Path) -> dict:
     """The settings of a run that its success depends on most, from its config.yaml."""
     import yaml
@@ -109,22 +99,21 @@ def main() -> None:
         work = Path(a.out or tmp)
         work.mkdir(parents=True, exist_ok=True)
         demos, run = work / "demos.hdf5", Path(a.run) if a.run else work / "run"
-        t = time.perf_counter()
-        out = cli("collect", ENV_ID, "--episodes", str(a.episodes), "--out", str(demos),
-                  "--workers", "2", "--expert", "benchmarks.foreign_env:make_expert")  # fmt: skip
-        collect_s = time.perf_counter() - t
+        collect = ("collect", ENV_ID, "--episodes", str(a.episodes), "--out", str(demos),
+                   "--workers", "2", "--expert", "benchmarks.foreign_env:make_expert")  # fmt: skip
+        out, collect_s = bench.run_cli(*collect)
         kept, tried = map(int, re.search(r"wrote (\d+) episodes .*\((\d+) tried", out).groups())
-        t = time.perf_counter()
+        train_s = None
         if not a.run:
-            cli("train", CONFIG, "--dataset", str(demos), "--out", str(run), *a.overrides)
-        train_s = None if a.run else time.perf_counter() - t
+            train = ("train", CONFIG, "--dataset", str(demos), "--out", str(run), *a.overrides)
+            train_s = bench.run_cli(*train)[1]
         rows = {}
         seeds = {"validation": a.seed}
         if a.report_seed is not None:
             seeds["report"] = a.report_seed
         for name, seed in seeds.items():
             js = work / f"eval_{name}.json"
-            cli("eval", str(run), "--episodes", str(a.eval_episodes), "--envs", "2",
+            bench.run_cli("eval", str(run), "--episodes", str(a.eval_episodes), "--envs", "2",
                 "--seed", str(seed), "--json", str(js))  # fmt: skip
             r = json.loads(js.read_text())
             rows[name] = {"seed": seed, "episodes": r["episodes"], "success": r["success_rate"],

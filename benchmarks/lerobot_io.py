@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +37,7 @@ SIDE = ROOT / "benchmarks" / "lerobot_side.py"
 
 
 def timed_cli(*args: str) -> float:
-    t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "diffpolicy", *args], cwd=ROOT, text=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    if p.returncode != 0:
-        raise SystemExit(f"diffpolicy {' '.join(args)} failed:\n{p.stderr[-2000:]}")
-    return time.perf_counter() - t
+    return bench.run_cli(*args)[1]
 
 
 def side(python: str, *args: str) -> dict:

@@ -107,6 +107,17 @@ def command_line() -> str:
     return shlex.join(head + sys.argv[1:])
 
 
+def run_cli(*args: str) -> tuple[str, float]:
+    """(stdout, wall seconds) of `diffpolicy ARGS` in a fresh process from the repository root;
+    a failure ends the benchmark with the command and the end of its stderr."""
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "diffpolicy", *args], cwd=ROOT, text=True,
+                       capture_output=True)  # fmt: skip
+    if p.returncode != 0:
+        raise SystemExit(f"diffpolicy {' '.join(args)} failed:\n{p.stderr[-2000:]}")
+    return p.stdout, time.perf_counter() - t
+
+
 def result_path(name: str | Path, results_dir: str | Path | None = None) -> Path:
     """RESULTS_DIR/NAME.json (default benchmarks/results/); a Path, or a name with a "/" or
     ending in ".json", is a file path, used as it is."""
