@@ -171,8 +171,13 @@ def train_budget(run: str, trained_on: str | None = None) -> dict:
     from diffpolicy.checkpoint import load_run_config, read_metrics
 
     cfg = load_run_config(run)
-    sps = [m["samples_per_s"] for m in read_metrics(run) if "samples_per_s" in m]
-    minutes = sum(cfg.train.log_every * cfg.train.batch_size / x for x in sps) / 60
+    metrics = read_metrics(run)
+    sps = [m["samples_per_s"] for m in metrics if "samples_per_s" in m]
+    spent = [m["time_s"] for m in metrics if isinstance(m.get("time_s"), dict)]
+    if spent:  # each training process's own account (a resumed run: one per process)
+        minutes = sum(sum(d.values()) for d in spent) / 60
+    else:  # runs from before train wrote time_s: the logged samples/s
+        minutes = sum(cfg.train.log_every * cfg.train.batch_size / x for x in sps) / 60
     return {
         "run_dir": str(run),
         "dataset": cfg.data.dataset,

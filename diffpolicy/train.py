@@ -9,7 +9,9 @@ Runs on CPU, one CUDA GPU (TF32; bf16 autocast with train.precision=bf16), or se
 Resuming restores weights, EMA, optimizer, RNG and step, so a resumed run ends with the same
 weights as an uninterrupted one. Batches are a pure function of (seed, step, rank): every epoch
 is a seeded permutation split across ranks (a stateless distributed sampler). SIGINT and
-SIGTERM (a scheduler's preemption) write a checkpoint and stop.
+SIGTERM (a scheduler's preemption) write a checkpoint and stop. A finished process logs where
+its wall time went (`time_s`: set-up, steps, validation and logging, checkpoints); the logged
+samples/s count training steps only.
 """
 
 from __future__ import annotations
@@ -523,6 +525,7 @@ def train(
     """
     from tqdm import tqdm
 
+    t_start = time.perf_counter()
     t = cfg.train
     world, rank, device = setup_process(cfg)
     run_dir = Path(out_dir)
@@ -557,6 +560,8 @@ def train(
             tqdm(total=t.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
         )
         t_log = time.perf_counter()
+        phases = ("steps_s", "validate_log_s", "checkpoint_s")  # then accumulated per step
+        spent = {"setup_s": t_log - t_start} | dict.fromkeys(phases, 0.0)
 
         def checkpoint(at: int) -> None:
             if rank == 0:
@@ -566,6 +571,7 @@ def train(
                 save_checkpoint(run_dir, at, cfg, policy, ema, state)
 
         while step < t.steps:
+            t0 = time.perf_counter()
             idx = batch_indices(step, n_train, batch_size, t.seed, rank, world)
             batch = take(train_data, idx.to(device))
             lr = lr_at(step, cfg)
@@ -588,16 +594,23 @@ def train(
                 t_log = now
                 record = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": sps}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.1e}", sps=f"{sps:.0f}")
+            t1 = time.perf_counter()
+            spent["steps_s"] += t1 - t0
             if val_data is not None and (step % t.val_every == 0 or step == t.steps):
                 record["step"] = step
                 record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, t.seed)
             log.write(record)
+            t2 = time.perf_counter()
+            spent["validate_log_s"] += t2 - t1
             stopping = any_rank(stop["signal"] is not None, device) if world > 1 else stop["signal"]
             if step % t.checkpoint_every == 0 or step == t.steps or stopping:
                 checkpoint(step)
+            spent["checkpoint_s"] += time.perf_counter() - t2
+            t_log += time.perf_counter() - t1  # samples/s counts training steps only
             if stopping:
                 bar.write(f"interrupted: checkpoint written at step {step}; --resume {run_dir}")
                 raise KeyboardInterrupt
+        log.write({"step": step, "time_s": spent})  # where this process's wall time went
         if world > 1:
             in_sync, diff = ranks_in_sync(policy)
             sync = {"ddp_ranks_in_sync": in_sync, "world_size": world, "max_param_diff": diff}

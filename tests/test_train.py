@@ -59,6 +59,23 @@ def test_loss_falls_and_run_dir_is_complete(tmp_path, toy_demo_file, kind):
     assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "train_state.pt"}
 
 
+def test_train_accounts_for_its_wall_time(tmp_path, toy_demo_file):
+    from diffpolicy.bench import train_budget
+
+    every = ("train.val_every=10", "train.checkpoint_every=20")
+    cfg = debug_cfg(toy_demo_file, "train.steps=40", *every)
+    t0 = time.perf_counter()
+    run = train(cfg, tmp_path / "run", progress=False)
+    wall = time.perf_counter() - t0
+    spent = [m["time_s"] for m in read_metrics(run) if "time_s" in m]
+    parts = {"setup_s", "steps_s", "validate_log_s", "checkpoint_s"}
+    assert len(spent) == 1 and set(spent[0]) == parts
+    assert all(v > 0 for v in spent[0].values()), spent  # 4 validations, 2 checkpoints ran
+    total = sum(spent[0].values())
+    assert 0.8 * wall < total <= wall, (total, wall)  # the split covers the call, no more
+    assert train_budget(str(run))["train_minutes"] == round(total / 60, 1)
+
+
 def test_batches_are_a_stateless_distributed_sampler():
     a = batch_indices(5, n=50, batch=8, seed=1, rank=0, world=1)
     assert torch.equal(a, batch_indices(5, n=50, batch=8, seed=1, rank=0, world=1))
