@@ -1,7 +1,7 @@
 """Run directories and checkpoints: data only, never pickled objects.
 
     RUN/config.yaml                         resolved config (with dims), YAML
-    RUN/metrics.jsonl                       one JSON object per log step
+    RUN/metrics.jsonl                       one JSON object per log step (and a process's time_s)
     RUN/checkpoints/step_<N>/model.safetensors   EMA ("ema.*") and raw ("raw.*") weights,
                                             normalizer statistics included (buffers)
     RUN/checkpoints/step_<N>/train_state.pt optimizer, RNG states, step: plain tensors and

@@ -559,7 +559,7 @@ def train(
         bar = held.enter_context(
             tqdm(total=t.steps, initial=step, disable=quiet, desc="train", dynamic_ncols=True)
         )
-        t_log = time.perf_counter()
+        t_log, logged_at = time.perf_counter(), step
         phases = ("steps_s", "validate_log_s", "checkpoint_s")  # then accumulated per step
         spent = {"setup_s": t_log - t_start} | dict.fromkeys(phases, 0.0)
 
@@ -590,24 +590,29 @@ def train(
             record = {}
             if step % t.log_every == 0 or step == t.steps:
                 now = time.perf_counter()
-                sps = t.log_every * t.batch_size / max(now - t_log, 1e-9)
-                t_log = now
+                sps = (step - logged_at) * t.batch_size / max(now - t_log, 1e-9)
+                t_log, logged_at = now, step
                 record = {"step": step, "loss": loss.item(), "lr": lr, "samples_per_s": sps}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.1e}", sps=f"{sps:.0f}")
+            stopping = any_rank(stop["signal"] is not None, device) if world > 1 else stop["signal"]
+            validating = val_data is not None and (step % t.val_every == 0 or step == t.steps)
+            saving = step % t.checkpoint_every == 0 or step == t.steps or stopping
+            if device.type == "cuda" and (validating or saving):
+                torch.cuda.synchronize(device)  # the step's queued kernels count as the step's
             t1 = time.perf_counter()
             spent["steps_s"] += t1 - t0
-            if val_data is not None and (step % t.val_every == 0 or step == t.steps):
+            if validating:
                 record["step"] = step
                 record["val_loss"] = validation_loss(val_loss_fn, val_data, 1024, t.seed)
             log.write(record)
             t2 = time.perf_counter()
             spent["validate_log_s"] += t2 - t1
-            stopping = any_rank(stop["signal"] is not None, device) if world > 1 else stop["signal"]
-            if step % t.checkpoint_every == 0 or step == t.steps or stopping:
+            if saving:
                 checkpoint(step)
             spent["checkpoint_s"] += time.perf_counter() - t2
             t_log += time.perf_counter() - t1  # samples/s counts training steps only
             if stopping:
+                log.write({"step": step, "time_s": spent})
                 bar.write(f"interrupted: checkpoint written at step {step}; --resume {run_dir}")
                 raise KeyboardInterrupt
         log.write({"step": step, "time_s": spent})  # where this process's wall time went
