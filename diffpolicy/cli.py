@@ -461,14 +461,15 @@ def cmd_quickstart(a) -> int:
 
 
 def cmd_modes(a) -> int:
+    from diffpolicy.bench import write_result
     from diffpolicy.modes import run_study
 
     check_output_dir(a.out)
     if a.json:
         check_output(a.json)
     result = run_study(quick=a.quick, out_dir=a.out)
-    if a.json:
-        write_json(a.json, result)
+    if a.json:  # with the machine, command and revision, like every results file
+        write_result(Path(a.json), result)
     print(f"mode study written to {a.out}")
     return 0
 

@@ -5,9 +5,13 @@ Claims turned into numbers (all on CPU, minutes):
 1. a Gaussian mixture model with the wrong component count merges modes;
 2. an MSE regressor whose input does not determine the mode outputs their average;
 3. a diffusion model covers the modes but puts samples between modes that are close, more so
-   with fewer sampling steps (mode interpolation, Aithal et al. 2024);
+   with fewer sampling steps (mode interpolation, Aithal et al. 2024); a denoiser of the same
+   architecture trained with the flow-matching objective, sampled with Euler or Heun, is
+   measured next to it;
 4. the variance of the predicted clean sample x0_hat over the last reverse steps flags those
-   samples (the detector of `diffpolicy.metrics`).
+   samples (the detector of `diffpolicy.metrics`): with this study's window, and as the paper
+   computes it (`paper_detector`: T = 1000 linear betas, DDPM with all 1000 steps, variance
+   over the last 10, averaged over dimensions).
 
 Data are mixtures of isotropic Gaussians with sigma = 1 in "raw" units, so distances and
 separations read in sigma. Models are trained on data divided by `mixture_scale` (largest
@@ -43,6 +47,14 @@ from diffpolicy.files import save_figure, write_text
 from diffpolicy.schedulers import NoiseSchedule, sample
 
 STEPS = (4, 8, 16, 20, 100)
+FLOW_SAMPLERS = ("euler", "heun")  # sample the flow-matching denoiser (Heun: 2S - 1 calls)
+SAMPLED = ("ddpm", "ddim", *FLOW_SAMPLERS)
+PAPER_DETECTOR = {"num_train_timesteps": 1000, "beta_range": (0.001, 0.2), "last_steps": 10}
+"""The detector as Aithal et al. compute it (their released code for the toy Gaussians):
+epsilon DDPM with T = 1000 linear betas 0.001..0.2, sampled with all 1000 steps, no clipping;
+score = variance of x0_hat over the last 10 reverse steps, averaged over dimensions. (In float32
+alpha_bar of that schedule leaves the normal range near t = 900; `NoiseSchedule` floors it at
+1e-30 from t = 804, where x_t is pure noise, so those first reverse steps leave x_t as it is.)"""
 REFERENCE_INTERP = {100: 0.001, 20: 0.01, 8: 0.06, 4: 0.32}
 """Interpolation rate against DDPM steps measured outside this repository on the same kind of
 1D mixture (3 modes 20 sigma apart, a small MLP denoiser): the number of steps dominates."""
@@ -175,15 +187,17 @@ def regression_samples(x: np.ndarray, n: int, steps: int, seed: int) -> np.ndarr
 
 
 def time_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of integer steps t (B,) -> (B, dim)."""
+    """Sinusoidal embedding of steps t (B,), integers or flow's float t * T -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / half)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
     arg = t.float()[:, None] * freqs[None, :]
     return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 
 class Denoiser(nn.Module):
-    """Epsilon-prediction MLP: x_t (B, D), t (B,), optional mode id (B,) -> eps_hat (B, D).
+    """Epsilon- (or velocity-) prediction MLP: x_t (B, D), t (B,), optional mode id (B,) ->
+    eps_hat (or v_hat) (B, D). Integer t index a table of sinusoidal embeddings; float t (flow
+    matching's t * T) are embedded on the fly.
 
     h = W_in [x_t, sin(pi 2^f x_t), cos(pi 2^f x_t)]_{f<F} + MLP(sinusoidal(t)) [+ E[mode]];
     three residual SiLU-Linear blocks; W_out h. The Fourier features of x_t (F = 6 in the study)
@@ -203,7 +217,7 @@ class Denoiser(nn.Module):
         super().__init__()
         self.register_buffer("t_sin", time_embedding(torch.arange(num_timesteps), emb))
         self.register_buffer("freqs", math.pi * 2.0 ** torch.arange(fourier).float())
-        self.dim = dim
+        self.dim, self.emb = dim, emb
         self.inp = nn.Linear(dim * (1 + 2 * fourier), hidden)
         self.t_mlp = nn.Sequential(nn.Linear(emb, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.mode_emb = nn.Embedding(num_modes, hidden) if num_modes else None
@@ -216,7 +230,10 @@ class Denoiser(nn.Module):
         if len(self.freqs):  # Fourier features of x_t: (B, D) -> (B, D * (1 + 2F))
             arg = (x[:, :, None] * self.freqs).flatten(1)
             x = torch.cat([x, arg.sin(), arg.cos()], dim=1)
-        h = self.inp(x) + self.t_mlp(self.t_sin)[t]  # (T, H) table, indexed: cheap for big B
+        if t.is_floating_point():  # flow matching: continuous time
+            h = self.inp(x) + self.t_mlp(time_embedding(t, self.emb))
+        else:
+            h = self.inp(x) + self.t_mlp(self.t_sin)[t]  # (T, H) table, indexed: cheap for big B
         if self.mode_emb is not None and mode is not None:
             h = h + self.mode_emb(mode)
         for block in self.blocks:
@@ -234,8 +251,11 @@ def train_denoiser(
     batch: int = 256,
     hidden: int = 64,
     fourier: int = 6,
+    objective: str = "epsilon",
 ) -> Denoiser:
-    """Train on normalized data x (N, D) with the epsilon loss; conditional when num_modes > 0.
+    """Train on normalized data x (N, D) with the epsilon loss (`objective="velocity"`: flow
+    matching's MSE to eps - x0 at x_t = (1 - t) x0 + t eps, t ~ U(0, 1), model time t * T, as
+    the policies train it); conditional when num_modes > 0.
 
     AdamW (fused), lr 2e-3 with cosine decay to zero; no EMA (the decay plays that part here).
     """
@@ -252,10 +272,17 @@ def train_denoiser(
         idx = torch.randint(0, len(xt), (c, batch), generator=g)
         t = torch.randint(0, num_t, (c, batch), generator=g)
         eps = torch.randn(c, batch, xt.shape[1], generator=g)  # (c, B, D)
+        if objective == "velocity":  # flow's t in [0, 1); epsilon draws exactly as it did before
+            u = torch.rand(c, batch, 1, generator=g)
         for i in range(c):
-            x_t = schedule.add_noise(xt[idx[i]], eps[i], t[i])
-            pred = net(x_t, t[i], mt[idx[i]] if num_modes else None)
-            loss = ((pred - eps[i]) ** 2).mean()
+            x0 = xt[idx[i]]
+            if objective == "velocity":
+                x_t, target = (1 - u[i]) * x0 + u[i] * eps[i], eps[i] - x0
+                model_t = u[i, :, 0] * num_t
+            else:
+                x_t, model_t, target = schedule.add_noise(x0, eps[i], t[i]), t[i], eps[i]
+            pred = net(x_t, model_t, mt[idx[i]] if num_modes else None)
+            loss = ((pred - target) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -271,8 +298,10 @@ def diffusion_samples(
     steps: int,
     seed: int,
     mode: np.ndarray | None = None,
+    clip_sample: bool = True,
 ):
-    """Sample n points (normalized units). Returns x0 (n, D) and x0_hat trace (S, n, D) numpy."""
+    """Sample n points (normalized units); euler / heun sample a velocity (flow) denoiser.
+    Returns x0 (n, D) and x0_hat trace (S, n, D) numpy."""
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(n, net.dim, generator=g)
     m = torch.as_tensor(mode) if mode is not None else None
@@ -287,8 +316,8 @@ def diffusion_samples(
             x_T,
             sampler=sampler,
             steps=steps,
-            prediction_type="epsilon",
-            clip_sample=True,
+            prediction_type="velocity" if sampler in FLOW_SAMPLERS else "epsilon",
+            clip_sample=clip_sample,
             generator=g,
             return_x0=True,
         )
@@ -312,6 +341,11 @@ def study_config(quick: bool) -> dict:
         "num_train_timesteps": 100,
         "beta_schedule": "squaredcos_cap_v2",
         "samplers": ["ddpm", "ddim"],
+        "flow_samplers": list(FLOW_SAMPLERS),
+        "paper_detector": {
+            **PAPER_DETECTOR,
+            "on": ["1d_3modes_20s"] if quick else ["1d_3modes_20s", "grid5x5"],
+        },
         "steps": list(STEPS),
         "conditional": ["ring8"] if quick else ["ring8", "grid5x5"],
         "detector_last_k": "max(2, steps // 25): the final ~4% of the reverse steps",
@@ -366,14 +400,16 @@ def study_mixture(mix: Mixture, cfg: dict, seed: int) -> tuple[dict, dict]:
     t0 = time.time()
     net = train_denoiser(x_train / scale, schedule, cfg["train_steps"], seed)
     train_s = time.time() - t0
+    flow = train_denoiser(x_train / scale, schedule, cfg["train_steps"], seed, objective="velocity")
     detector: dict = {}
-    for sampler in cfg["samplers"]:
+    for sampler in cfg["samplers"] + cfg["flow_samplers"]:
         for steps in cfg["steps"]:
             name = f"{sampler}_{steps}"
-            x0, trace = diffusion_samples(net, schedule, n_eval, sampler, steps, seed + 1)
+            model = flow if sampler in FLOW_SAMPLERS else net
+            x0, trace = diffusion_samples(model, schedule, n_eval, sampler, steps, seed + 1)
             x = x0 * scale
             models[name] = {
-                "kind": "diffusion",
+                "kind": "flow" if sampler in FLOW_SAMPLERS else "diffusion",
                 "sampler": sampler,
                 "steps": steps,
                 **score_samples(mix, x),
@@ -394,7 +430,29 @@ def study_mixture(mix: Mixture, cfg: dict, seed: int) -> tuple[dict, dict]:
     }
     if mix.name in cfg["conditional"]:
         out["conditional"] = conditional_study(mix, cfg, x_train, m_train, schedule, seed)
+    if mix.name in cfg["paper_detector"]["on"]:
+        out["paper_detector"] = paper_detector(mix, cfg, x_train, n_eval, seed)
     return out, samples
+
+
+def paper_detector(mix: Mixture, cfg: dict, x_train: np.ndarray, n: int, seed: int) -> dict:
+    """The x0-variance detector computed as Aithal et al. do (`PAPER_DETECTOR`), on a denoiser
+    of this study's size and training budget: its model's interpolation rate and the share of
+    interpolated samples removed when 96% of the others are kept."""
+    p, scale = cfg["paper_detector"], mixture_scale(mix)
+    schedule = NoiseSchedule(p["num_train_timesteps"], "linear", beta_range=p["beta_range"])
+    net = train_denoiser(x_train / scale, schedule, cfg["train_steps"], seed)
+    steps = p["num_train_timesteps"]
+    x0, trace = diffusion_samples(net, schedule, n, "ddpm", steps, seed + 1, clip_sample=False)
+    x = x0 * scale
+    bad = M.interpolation_flags(x, mix.centers, mix.sigma, cfg["interpolation_k_sigma"])
+    window = trace[-p["last_steps"] :].reshape(p["last_steps"], n, -1)  # (k, n, D)
+    scores = window.var(axis=0).mean(-1)  # (n,): the paper averages over dimensions
+    return {
+        "sampler": f"ddpm_{steps}",
+        **score_samples(mix, x),
+        **M.detector_tradeoff(scores, bad, cfg["detector_keep"], num_points=51),
+    }
 
 
 def conditional_study(mix, cfg, x_train, m_train, schedule, seed) -> dict:
@@ -427,8 +485,7 @@ def reference_check(result: dict) -> dict:
     return {
         str(s): {
             "reference": REFERENCE_INTERP.get(s),
-            "ddpm": models[f"ddpm_{s}"]["interpolation_rate"],
-            "ddim": models[f"ddim_{s}"]["interpolation_rate"],
+            **{k: models[f"{k}_{s}"]["interpolation_rate"] for k in SAMPLED},
         }
         for s in STEPS
     }
@@ -484,11 +541,12 @@ def markdown_report(result: dict) -> str:
     lines += [
         "## Interpolation vs sampling steps (1D, three modes 20 sigma apart)",
         "",
-        "| steps | reference | DDPM | DDIM |",
-        "|---|---|---|---|",
+        "| steps | reference | DDPM | DDIM | flow, Euler | flow, Heun |",
+        "|---|---|---|---|---|---|",
     ]
     for s, r in result["reference_check"].items():
-        lines.append(f"| {s} | {_fmt(r['reference'])} | {_fmt(r['ddpm'])} | {_fmt(r['ddim'])} |")
+        cells = [_fmt(r.get(k)) for k in ("reference", "ddpm", "ddim", *FLOW_SAMPLERS)]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
     for name, d in result["datasets"].items():
         lines += [
             "",
@@ -513,6 +571,17 @@ def markdown_report(result: dict) -> str:
                 f"{_fmt(r['normalized_entropy'], False)} | {_fmt(r['tv_to_true'], False)} | "
                 f"{_fmt(r['hist_kl'], False)} | {det_s} |"
             )
+        if "paper_detector" in d:
+            pd, pd_cfg = d["paper_detector"], result["config"]["paper_detector"]
+            lines += [
+                "",
+                f"Detector as the paper computes it ({pd['sampler']}, linear betas "
+                f"{pd_cfg['beta_range']}, variance of x0_hat over the last "
+                f"{pd_cfg['last_steps']} steps): interpolation "
+                f"{_fmt(pd['interpolation_rate'])}, removed at 96% keep "
+                f"{_fmt(pd['removed_bad_at_keep'])} of {pd['num_bad']} (AUC "
+                + (f"{pd['auc']:.2f})" if pd["auc"] is not None else "-)"),
+            ]
         if "conditional" in d:
             lines += [
                 "",
@@ -594,7 +663,7 @@ def write_figures(result: dict, samples: dict, mixtures: dict, out: Path) -> lis
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, (name, d) in enumerate(result["datasets"].items()):
-        for sampler, ls in (("ddpm", "--"), ("ddim", "-")):
+        for sampler, ls in (("ddpm", "--"), ("ddim", "-"), ("euler", ":"), ("heun", "-.")):
             y = [d["models"][f"{sampler}_{s}"]["interpolation_rate"] for s in STEPS]
             ax.plot(STEPS, y, ls, marker="o", color=f"C{i}", label=f"{name} {sampler}", ms=3)
     ref = sorted(REFERENCE_INTERP)

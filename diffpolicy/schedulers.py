@@ -35,8 +35,10 @@ from torch import Tensor
 from diffpolicy.config import SAMPLERS
 
 
-def make_betas(num_train_timesteps: int, beta_schedule: str) -> Tensor:
-    """(T,) float32 betas, built exactly like diffusers."""
+def make_betas(
+    num_train_timesteps: int, beta_schedule: str, beta_range: tuple[float, float] = (1e-4, 0.02)
+) -> Tensor:
+    """(T,) float32 betas, built exactly like diffusers (`beta_range`: linear's first and last)."""
     T = num_train_timesteps
     if beta_schedule == "squaredcos_cap_v2":
 
@@ -46,8 +48,11 @@ def make_betas(num_train_timesteps: int, beta_schedule: str) -> Tensor:
         betas = [min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)]
         return torch.tensor(betas, dtype=torch.float32)
     if beta_schedule == "linear":
-        return torch.linspace(1e-4, 0.02, T, dtype=torch.float32)
+        return torch.linspace(*beta_range, T, dtype=torch.float32)
     raise ValueError(f"beta_schedule={beta_schedule!r} must be squaredcos_cap_v2 or linear")
+
+
+ALPHA_BAR_FLOOR = 1e-30
 
 
 @dataclass
@@ -72,14 +77,18 @@ class NoiseSchedule:
         num_train_timesteps: int = 100,
         beta_schedule: str = "squaredcos_cap_v2",
         timestep_spacing: str = "leading",
+        beta_range: tuple[float, float] = (1e-4, 0.02),
     ):
         if timestep_spacing not in ("leading", "trailing"):
             raise ValueError(f"timestep_spacing={timestep_spacing!r} must be leading or trailing")
         self.num_train_timesteps = num_train_timesteps
         self.beta_schedule = beta_schedule
         self.timestep_spacing = timestep_spacing
-        self.betas = make_betas(num_train_timesteps, beta_schedule)
-        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)  # (T,) float32
+        self.betas = make_betas(num_train_timesteps, beta_schedule, beta_range)
+        # (T,) float32; where a long, steep schedule takes alpha_bar below float32's normal
+        # range (subnormal, then 0), it is floored, so x0 = (x_t - sqrt(1 - ab) eps) / sqrt(ab)
+        # and the DDPM coefficients stay finite; the configs' schedules end above 1e-7
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0).clamp_min(ALPHA_BAR_FLOOR)
         self._sqrt_ab: dict[torch.device, tuple[Tensor, Tensor]] = {}
         self._plans: dict[tuple, Plan] = {}
 
