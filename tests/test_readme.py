@@ -40,3 +40,57 @@ def test_every_readme_table_number_is_in_a_results_file():
     assert len(numbers) > 50  # the tables are there (and the parser reads them)
     missing = [(line, text) for line, text in numbers if round(float(text), 3) not in values]
     assert not missing, f"README table numbers without a results file (line, value): {missing}"
+
+
+SEED_KEY = re.compile(r"(^|_)seeds?$")  # seed, seeds, select_seeds, report_seed, ...
+
+
+def seeds_named(node, key: str = "") -> set[int]:
+    """Every seed a part of a results file names: ints under a seed key (also the keys of a
+    dict under one), and the numbers after --seed / --seeds / --report-seed in a command."""
+    out: set[int] = set()
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if SEED_KEY.search(k) and isinstance(v, dict):
+                out |= {int(s) for s in v if str(s).isdigit()}
+            out |= seeds_named(v, k)
+    elif isinstance(node, list):
+        for v in node:
+            out |= seeds_named(v, key)
+    elif isinstance(node, int) and not isinstance(node, bool) and SEED_KEY.search(key):
+        out.add(node)
+    elif isinstance(node, str) and key == "command":
+        for group in re.findall(r"--(?:report-|select-)?seeds?[ =]((?:\d+ ?)+)", node):
+            out |= {int(x) for x in group.split()}
+    return out
+
+
+def test_every_measured_default_was_chosen_on_other_seeds_than_reported():
+    import yaml
+
+    choices = yaml.safe_load((ROOT / "benchmarks" / "choices.yaml").read_text())
+    assert len(choices) >= 5
+    chosen_on = {s for c in choices for s in c["select"]["seeds"]}
+    for c in choices:
+        for part in ("select", "report"):
+            path = ROOT / c[part]["results"]
+            assert path.is_file(), (c["default"], part, path)
+            node = json.loads(path.read_text())
+            for k in c[part]["key"].split("."):  # the part of the file that holds these rows
+                node = node[k]
+            named = seeds_named(node)
+            assert named == set(c[part]["seeds"]), (c["default"], part, c[part]["seeds"], named)
+        report = set(c["report"]["seeds"])
+        assert not report & set(c["select"]["seeds"]), c["default"]
+        assert not report & chosen_on, (c["default"], report & chosen_on)  # never seen by a choice
+
+
+def test_results_files_record_where_they_came_from():
+    """Written by a script (command, git revision, machine), or saying why not."""
+    missing = []
+    for path in sorted((ROOT / "benchmarks" / "results").rglob("*.json")):
+        d = json.loads(path.read_text())
+        scripted = d.get("command") and d.get("git_revision") and d.get("machine")
+        if not (scripted or isinstance(d.get("provenance"), str)):
+            missing.append(path.relative_to(ROOT).as_posix())
+    assert not missing, f"results files without command / git revision / machine: {missing}"

@@ -1,0 +1,74 @@
+"""The choice of a run's default sampler and re-planning period, made on validation seeds.
+
+    python scripts/sampler_choice.py RUN_DIR [--seeds 1000 2000] [--episodes 200]
+    python scripts/sampler_choice.py --print-only
+
+Every candidate (sampler, steps, Ta) is evaluated on every selection seed. The rule: among the
+candidates that meet the targets on every seed (success >= 0.95, entropy >= 0.95, TV <= 0.05,
+interpolation <= 0.02), the one with the fewest UNet calls per chunk (the batch-1 latency the
+targets bound), then the fewest chunks per episode (the larger Ta), then the lowest worst-seed
+interpolation. The report seeds (the config's eval.seed) are never evaluated here.
+-> results/sampler_choice.json
+"""
+
+import argparse
+
+from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.checkpoint import load_run_config
+from diffpolicy.evaluate import evaluate_run
+
+CANDIDATES = [(s, k, ta) for s, k in (("ddim", 4), ("dpmpp", 4), ("ddim", 8), ("dpmpp", 8),
+              ("ddim", 16)) for ta in (4, 8)]  # fmt: skip
+TARGETS = {"success_rate": (">=", 0.95), "normalized_entropy": (">=", 0.95),
+           "tv_to_demos": ("<=", 0.05), "interpolation_rate": ("<=", 0.02)}  # fmt: skip
+
+
+def meets(r: dict) -> bool:
+    return all(r[k] >= v if op == ">=" else r[k] <= v for k, (op, v) in TARGETS.items())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", nargs="?")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1000, 2000])
+    ap.add_argument("--episodes", type=int, default=200)
+    ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--print-only", action="store_true")
+    a = ap.parse_args()
+    if not a.print_only:
+        if not a.run:
+            ap.error("RUN_DIR is needed (or --print-only)")
+        report = load_run_config(a.run).eval.seed
+        if report in a.seeds:
+            ap.error(f"seed {report} is the run's report seed (eval.seed): choose on others")
+        rows = []
+        for sampler, steps, ta in CANDIDATES:
+            per_seed = {}
+            for seed in a.seeds:
+                r = evaluate_run(a.run, a.episodes, sampler=sampler, steps=steps,
+                                 action_steps=ta, seed=seed, progress=False)  # fmt: skip
+                per_seed[str(seed)] = {k: r[k] for k in (*TARGETS, "chunk_latency_ms")}
+            ok = all(meets(r) for r in per_seed.values())
+            rows.append({"sampler": sampler, "steps": steps, "action_steps": ta,
+                         "meets_targets_on_every_seed": ok, "seeds": per_seed})  # fmt: skip
+            print(rows[-1], flush=True)
+        passing = [r for r in rows if r["meets_targets_on_every_seed"]]
+        worst = lambda r: max(s["interpolation_rate"] for s in r["seeds"].values())  # noqa: E731
+        rank = lambda r: (r["steps"], -r["action_steps"], worst(r))  # noqa: E731
+        chosen = min(passing, key=rank, default=None)
+        data = {"run_dir": a.run, "select_seeds": a.seeds, "episodes": a.episodes,
+                "targets": TARGETS, "rows": rows, "chosen": chosen}  # fmt: skip
+        write_result("sampler_choice", data, a.results)
+    d = read_result("sampler_choice", a.results)
+    table = [[f"{r['sampler']}-{r['steps']}", r["action_steps"],
+              *(" / ".join(f"{s[k]:.3f}" for s in r["seeds"].values()) for k in TARGETS),
+              "yes" if r["meets_targets_on_every_seed"] else "no"] for r in d["rows"]]  # fmt: skip
+    seeds = " / ".join(map(str, d["select_seeds"]))
+    print(markdown_table(["sampler", "Ta", f"success ({seeds})", "entropy", "TV", "interp.",
+                          "meets targets"], table))  # fmt: skip
+    c = d["chosen"]
+    print("chosen:", f"{c['sampler']}-{c['steps']}, Ta {c['action_steps']}" if c else "none")
+
+
+if __name__ == "__main__":
+    main()
