@@ -3,7 +3,8 @@
     python scripts/sampler_choice.py RUN_DIR [--seeds 1000 2000] [--episodes 200]
     python scripts/sampler_choice.py --print-only
 
-Every candidate (sampler, steps, Ta) is evaluated on every selection seed. The rule: among the
+Every candidate (sampler, steps, Ta; Euler / Heun for a flow-matching run) is evaluated on
+every selection seed. The rule: among the
 candidates that meet the targets on every seed (success >= 0.95, entropy >= 0.95, TV <= 0.05,
 interpolation <= 0.02), the one with the fewest UNet calls per chunk (the batch-1 latency the
 targets bound), then the fewest chunks per episode (the larger Ta), then the lowest worst-seed
@@ -17,10 +18,16 @@ from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
 from diffpolicy.checkpoint import load_run_config
 from diffpolicy.evaluate import evaluate_run
 
-CANDIDATES = [(s, k, ta) for s, k in (("ddim", 4), ("dpmpp", 4), ("ddim", 8), ("dpmpp", 8),
-              ("ddim", 16)) for ta in (4, 8)]  # fmt: skip
+SAMPLERS = {  # per objective: what the run can be sampled with (flow: Euler and Heun)
+    "diffusion": (("ddim", 4), ("dpmpp", 4), ("ddim", 8), ("dpmpp", 8), ("ddim", 16)),
+    "velocity": (("euler", 2), ("heun", 2), ("euler", 4), ("heun", 3), ("euler", 8)),
+}
 TARGETS = {"success_rate": (">=", 0.95), "normalized_entropy": (">=", 0.95),
            "tv_to_demos": ("<=", 0.05), "interpolation_rate": ("<=", 0.02)}  # fmt: skip
+
+
+def unet_calls(sampler: str, steps: int) -> int:  # per chunk: Heun evaluates twice but last
+    return 2 * steps - 1 if sampler == "heun" else steps
 
 
 def meets(r: dict) -> bool:
@@ -38,11 +45,12 @@ def main() -> None:
     if not a.print_only:
         if not a.run:
             ap.error("RUN_DIR is needed (or --print-only)")
-        report = load_run_config(a.run).eval.seed
-        if report in a.seeds:
-            ap.error(f"seed {report} is the run's report seed (eval.seed): choose on others")
+        cfg = load_run_config(a.run)
+        if cfg.eval.seed in a.seeds:
+            ap.error(f"seed {cfg.eval.seed} is the run's report seed (eval.seed): choose on others")
+        kind = "velocity" if cfg.policy.prediction_type == "velocity" else "diffusion"
         rows = []
-        for sampler, steps, ta in CANDIDATES:
+        for sampler, steps, ta in [(s, k, ta) for s, k in SAMPLERS[kind] for ta in (4, 8)]:
             per_seed = {}
             for seed in a.seeds:
                 r = evaluate_run(a.run, a.episodes, sampler=sampler, steps=steps,
@@ -53,13 +61,18 @@ def main() -> None:
                          "meets_targets_on_every_seed": ok, "seeds": per_seed})  # fmt: skip
             print(rows[-1], flush=True)
         passing = [r for r in rows if r["meets_targets_on_every_seed"]]
-        worst = lambda r: max(s["interpolation_rate"] for s in r["seeds"].values())  # noqa: E731
-        rank = lambda r: (r["steps"], -r["action_steps"], worst(r))  # noqa: E731
+
+        def rank(r: dict) -> tuple:  # fewest UNet calls, longer period, lower worst interpolation
+            worst = max(s["interpolation_rate"] for s in r["seeds"].values())
+            return unet_calls(r["sampler"], r["steps"]), -r["action_steps"], worst
+
         chosen = min(passing, key=rank, default=None)
         data = {"run_dir": a.run, "select_seeds": a.seeds, "episodes": a.episodes,
                 "targets": TARGETS, "rows": rows, "chosen": chosen}  # fmt: skip
         write_result("sampler_choice", data, a.results)
     d = read_result("sampler_choice", a.results)
+    if not d:
+        raise SystemExit(f"no sampler_choice.json in {a.results}: run the selection first")
     table = [[f"{r['sampler']}-{r['steps']}", r["action_steps"],
               *(" / ".join(f"{s[k]:.3f}" for s in r["seeds"].values()) for k in TARGETS),
               "yes" if r["meets_targets_on_every_seed"] else "no"] for r in d["rows"]]  # fmt: skip

@@ -94,3 +94,27 @@ def test_results_files_record_where_they_came_from():
         if not (scripted or isinstance(d.get("provenance"), str)):
             missing.append(path.relative_to(ROOT).as_posix())
     assert not missing, f"results files without command / git revision / machine: {missing}"
+
+
+def test_the_reach_around_default_is_the_scripted_choice():
+    """configs/reach_around.yaml samples as scripts/sampler_choice.py's rule chose from its
+    validation rows (results/sampler_choice.json), and the rule re-applied gives that choice."""
+    import importlib.util
+
+    from diffpolicy.config import load_config
+
+    spec = importlib.util.spec_from_file_location("sc", ROOT / "scripts" / "sampler_choice.py")
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    d = json.loads((ROOT / "benchmarks" / "results" / "sampler_choice.json").read_text())
+    for r in d["rows"]:  # the verdict stored per row is the rule's
+        assert r["meets_targets_on_every_seed"] == all(sc.meets(s) for s in r["seeds"].values())
+    passing = [r for r in d["rows"] if r["meets_targets_on_every_seed"]]
+    best = min(passing, key=lambda r: (sc.unet_calls(r["sampler"], r["steps"]), -r["action_steps"]))
+    assert (best["sampler"], best["steps"], best["action_steps"]) == tuple(
+        d["chosen"][k] for k in ("sampler", "steps", "action_steps")
+    )
+    cfg = load_config(ROOT / "configs" / "reach_around.yaml", ())
+    assert (cfg.policy.sampler, cfg.policy.num_inference_steps, cfg.control.n_action_steps) == (
+        best["sampler"], best["steps"], best["action_steps"]
+    )  # fmt: skip
