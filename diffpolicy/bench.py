@@ -396,9 +396,9 @@ def bench_collect(
 
 
 # the default config's sampler (chosen on validation seeds by scripts/sampler_choice.py)
-FAST = ("ddim", 8)
-SAMPLERS = (("ddpm", 100), ("ddim", 10), ("ddim", 16), ("dpmpp", 10), ("dpmpp", 8), FAST,
-            ("dpmpp", 6))  # fmt: skip
+FAST = ("dpmpp", 4)
+SAMPLERS = (("ddpm", 100), ("ddim", 10), ("ddim", 16), ("dpmpp", 10), ("ddim", 8), ("dpmpp", 8),
+            ("dpmpp", 6), FAST)  # fmt: skip
 # few-step students of the default policy (diffpolicy distill): one or two UNet calls per chunk
 STUDENT_STEPS = (1, 2)
 

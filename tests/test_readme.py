@@ -118,3 +118,26 @@ def test_the_reach_around_default_is_the_scripted_choice():
     assert (cfg.policy.sampler, cfg.policy.num_inference_steps, cfg.control.n_action_steps) == (
         best["sampler"], best["steps"], best["action_steps"]
     )  # fmt: skip
+    from diffpolicy.bench import FAST  # what the latency benchmarks call the default
+
+    assert FAST == (cfg.policy.sampler, cfg.policy.num_inference_steps)
+
+
+def test_the_reach_around_training_recipe_is_the_validated_choice():
+    """configs/reach_around.yaml trains with the prediction type and the fewest steps whose run
+    met the targets on validation seed 1000 (results/select/time_to_quality.json)."""
+    import importlib.util
+
+    from diffpolicy.config import load_config
+
+    spec = importlib.util.spec_from_file_location("sc", ROOT / "scripts" / "sampler_choice.py")
+    sc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sc)
+    d = json.loads((ROOT / "benchmarks" / "results" / "select" / "time_to_quality.json").read_text())
+    candidates = []
+    for name in ("reach_around_epsilon", "reach_around_sample_prediction"):
+        assert d[name]["seed"] == 1000
+        kind = "sample" if "policy.prediction_type=sample" in d[name]["overrides"] else "epsilon"
+        candidates += [(p["train"]["steps"], kind) for p in d[name]["points"] if sc.meets(p)]
+    cfg = load_config(ROOT / "configs" / "reach_around.yaml", ())
+    assert min(candidates) == (cfg.train.steps, cfg.policy.prediction_type)
