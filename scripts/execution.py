@@ -1,6 +1,6 @@
 """README's execution table: samplers and delay strategies side by side on one trained run.
 
-    python scripts/execution.py RUN_DIR [--student RUN] [--episodes 200] [--seed 7000]
+    python scripts/execution.py RUN_DIR [--student RUN] [--episodes 200] [--seed 11000]
     python scripts/execution.py MAZE_RUN --rows maze --episodes 480   # -> execution_maze.json
     python scripts/execution.py --print-only [--rows maze]  # the table from its results file
 
@@ -16,18 +16,20 @@ the one reported (`--seed`; K = 6 on seed 1000: benchmarks/results/lowpass_*1000
 import argparse
 
 from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.checkpoint import load_run_config
 from diffpolicy.evaluate import evaluate_run
 
-ROWS = (  # (label, evaluate_run keyword arguments)
+ROWS = (  # (label, evaluate_run keyword arguments); {run}: the run's own sampler and steps
     ("DDPM-100", {"sampler": "ddpm", "steps": 100}),
     ("DDIM-16", {"sampler": "ddim", "steps": 16}),
-    ("DPM-Solver++ 8 (default)", {}),
-    ("DPM-Solver++ 8, D=2 naive", {"delay": 2}),
-    ("DPM-Solver++ 8, D=2 real-time chunking", {"delay": 2, "rtc": True}),
-    ("DPM-Solver++ 8, D=0 real-time chunking", {"rtc": True}),
-    ("DPM-Solver++ 8, lowpass 6", {"lowpass": 6}),
-    ("DPM-Solver++ 8, lowpass 6 + real-time chunking", {"lowpass": 6, "rtc": True}),
+    ("{run} (default)", {}),
+    ("{run}, D=2 naive", {"delay": 2}),
+    ("{run}, D=2 real-time chunking", {"delay": 2, "rtc": True}),
+    ("{run}, D=0 real-time chunking", {"rtc": True}),
+    ("{run}, lowpass 6", {"lowpass": 6}),
+    ("{run}, lowpass 6 + real-time chunking", {"lowpass": 6, "rtc": True}),
 )
+SAMPLERS = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "euler": "Euler", "heun": "Heun"}
 MAZE_ROWS = (  # does real-time chunking let the maze re-plan 4x less often?
     ("Ta 2 (the maze config)", {}),
     ("Ta 8, naive", {"action_steps": 8}),
@@ -63,7 +65,10 @@ def main() -> None:
     args = ap.parse_args()
     name = "execution_maze" if args.rows == "maze" else "execution"
     if not args.print_only:
-        rows = [(label, args.run, kw) for label, kw in (MAZE_ROWS if args.rows == "maze" else ROWS)]
+        p = load_run_config(args.run).policy
+        run = f"{SAMPLERS[p.sampler]} {p.num_inference_steps}"
+        rows = [(label.format(run=run), args.run, kw)
+                for label, kw in (MAZE_ROWS if args.rows == "maze" else ROWS)]  # fmt: skip
         if args.student:
             rows += [(label, args.student, kw) for label, kw in STUDENT_ROWS]
         results = {}
