@@ -1,33 +1,49 @@
-"""README's flow-matching table: flow and diffusion runs of the same UNet, data and budget.
+"""README's flow-matching tables: flow and diffusion runs of the same UNet, data and budget.
 
     python scripts/flow.py FLOW_RUN DIFFUSION_RUN [--episodes 200] [--select-seed 5000]
-        [--seed 7000]
-    python scripts/flow.py --print-only           # the table from results/flow.json
+        [--seed 9000] [--name flow] [--flow euler-4 heun-3 ...] [--diffusion dpmpp-8 ...]
+    python scripts/flow.py --print-only [--name flow]   # the table from results/NAME.json
 
-Every flow sampler setting is evaluated on the selection seed; the fewest UNet calls that meet
-the ReachAround targets there (success >= 0.95, entropy >= 0.95, TV <= 0.05, interpolation
-<= 0.02) is the chosen one. Every row is then reported on the report seed, which no choice saw.
+Every flow sampler setting (--flow) is evaluated on the selection seed; the fewest UNet calls
+that meet the task's targets there (TARGETS: ReachAround success >= 0.95, entropy >= 0.95,
+TV <= 0.05, interpolation <= 0.02; Pick success >= 0.90, TV <= 0.10; the maze success >= 0.97,
+entropy >= 0.95) is the chosen one. Every row, and the diffusion run at each --diffusion
+setting, is then reported on the report seed, which no choice saw. -> results/NAME.json
 """
 
 import argparse
 
 from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.checkpoint import load_run_config
 from diffpolicy.evaluate import evaluate_run
 
-FLOW = (("euler", 1), ("euler", 2), ("euler", 4), ("heun", 2), ("heun", 3))  # 1, 2, 4, 3, 5 calls
-DIFFUSION = (("dpmpp", 8), ("ddim", 4))
+FLOW = ("euler-1", "euler-2", "euler-4", "heun-2", "heun-3")  # 1, 2, 4, 3, 5 UNet calls
+DIFFUSION = ("dpmpp-8", "ddim-4")
+TARGETS = {  # per env id: (metric, ">=" | "<=", bound)
+    "diffpolicy/ReachAround-v0": (("success_rate", ">=", 0.95), ("normalized_entropy", ">=", 0.95),
+                                  ("tv_to_demos", "<=", 0.05), ("interpolation_rate", "<=", 0.02)),
+    "diffpolicy/Pick-v0": (("success_rate", ">=", 0.90), ("tv_to_demos", "<=", 0.10)),
+    "diffpolicy/ReachAroundMaze-v0": (("success_rate", ">=", 0.97),
+                                      ("normalized_entropy", ">=", 0.95)),
+}  # fmt: skip
 KEYS = ("success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
         "path_roughness_rel_demos", "chunk_latency_ms", "success_rate_ci95", "seed")  # fmt: skip
 HEAD = ["run", "sampler", "UNet calls", "success", "entropy", "TV", "interp.", "path rough.",
         "latency ms"]  # fmt: skip
 
 
-def meets(r: dict) -> bool:
-    return (r["success_rate"] >= 0.95 and r["normalized_entropy"] >= 0.95
-            and (r["tv_to_demos"] or 1) <= 0.05 and r["interpolation_rate"] <= 0.02)  # fmt: skip
+def meets(r: dict, targets) -> bool:
+    value = {k: (1.0 if r[k] is None else r[k]) for k, _, _ in targets}  # TV None: no demos
+    return all(value[k] >= b if op == ">=" else value[k] <= b for k, op, b in targets)
 
 
-def calls(sampler: str, steps: int) -> int:
+def setting(name: str) -> tuple[str, int]:
+    sampler, steps = name.rsplit("-", 1)
+    return sampler, int(steps)
+
+
+def calls(name: str) -> int:
+    sampler, steps = setting(name)
     return 2 * steps - 1 if sampler == "heun" else steps  # Heun: no correction into t = 0
 
 
@@ -37,29 +53,41 @@ def main() -> None:
     ap.add_argument("diffusion_run", nargs="?")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--select-seed", type=int, default=5000)
-    ap.add_argument("--seed", type=int, default=7000, help="report seed")
+    ap.add_argument("--seed", type=int, default=9000, help="report seed")
+    ap.add_argument("--name", default="flow", help="results file name")
+    ap.add_argument("--flow", nargs="+", default=list(FLOW), metavar="SAMPLER-STEPS")
+    ap.add_argument("--diffusion", nargs="+", default=list(DIFFUSION), metavar="SAMPLER-STEPS")
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--print-only", action="store_true")
     a = ap.parse_args()
     if not a.print_only:
+        if not (a.flow_run and a.diffusion_run):
+            ap.error("FLOW_RUN and DIFFUSION_RUN are needed (or --print-only)")
+        if a.select_seed == a.seed:
+            ap.error("the selection seed and the report seed must differ")
+        env_id = load_run_config(a.flow_run).env_id
+        if env_id not in TARGETS:
+            ap.error(f"no targets for {env_id}: one of {', '.join(TARGETS)}")
 
-        def ev(run, sampler, steps, seed):
-            r = evaluate_run(run, a.episodes, seed=seed, sampler=sampler, steps=steps)
-            print(run, sampler, steps, seed, {k: r[k] for k in KEYS[:4]}, flush=True)
+        def ev(run, name, seed):
+            sampler, steps = setting(name)
+            r = evaluate_run(run, a.episodes, seed=seed, sampler=sampler, steps=steps,
+                             progress=False)  # fmt: skip
+            print(run, name, seed, {k: r[k] for k in KEYS[:4]}, flush=True)
             return {k: r.get(k) for k in KEYS}
 
-        selection = {f"{s}-{k}": ev(a.flow_run, s, k, a.select_seed) for s, k in FLOW}
-        passing = [(calls(s, k), f"{s}-{k}") for s, k in FLOW if meets(selection[f"{s}-{k}"])]
-        rows = [("flow", s, k, a.flow_run) for s, k in FLOW]
-        rows += [("diffusion", s, k, a.diffusion_run) for s, k in DIFFUSION]
-        report = {f"{n} {s}-{k}": ev(run, s, k, a.seed) | {"calls": calls(s, k)}
-                  for n, s, k, run in rows}  # fmt: skip
-        data = {"episodes": a.episodes, "select_seed": a.select_seed, "report_seed": a.seed,
-                "chosen": min(passing)[1] if passing else None, "selection": selection,
-                "report": report, "flow_run": a.flow_run,
+        selection = {name: ev(a.flow_run, name, a.select_seed) for name in a.flow}
+        passing = [(calls(n), n) for n in a.flow if meets(selection[n], TARGETS[env_id])]
+        rows = [("flow", n, a.flow_run) for n in a.flow]
+        rows += [("diffusion", n, a.diffusion_run) for n in a.diffusion]
+        report = {f"{kind} {n}": ev(run, n, a.seed) | {"calls": calls(n)}
+                  for kind, n, run in rows}  # fmt: skip
+        data = {"env_id": env_id, "episodes": a.episodes, "select_seed": a.select_seed,
+                "report_seed": a.seed, "chosen": min(passing)[1] if passing else None,
+                "selection": selection, "report": report, "flow_run": a.flow_run,
                 "diffusion_run": a.diffusion_run}  # fmt: skip
-        write_result("flow", data, a.results)
-    res = read_result("flow", a.results)
+        write_result(a.name, data, a.results)
+    res = read_result(a.name, a.results)
     table = [
         [*name.split(" "), r["calls"], *(r[k] for k in KEYS[:6])]
         for name, r in res["report"].items()
