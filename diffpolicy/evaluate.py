@@ -263,6 +263,7 @@ def evaluate_run(
     rtc: bool | None = None,
     constant_images: bool | None = None,
     lowpass: int | None = None,
+    temporal_ensemble: float | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
@@ -273,11 +274,12 @@ def evaluate_run(
         episode i commands the i-th commanded line in turn, so commanded-mode accuracy is
         measured, overall, per mode and per line; result["grounding"] has the text-level
         grounding of every line, off-task ones ("-") included.
-    sampler, steps, lowpass, guidance, action_steps, delay, rtc: evaluation-time values of
-        policy.sampler, policy.num_inference_steps, policy.lowpass, policy.guidance,
-        control.n_action_steps, control.delay and control.rtc (the control keys only shape the
-        controller, so any 1 <= Ta <= Tp - To + 1 works without retraining); None keeps the
-        run's own. They are applied to the run's config and validated there.
+    sampler, steps, lowpass, guidance, action_steps, delay, rtc, temporal_ensemble: evaluation-
+        time values of policy.sampler, policy.num_inference_steps, policy.lowpass,
+        policy.guidance and control.n_action_steps, .delay, .rtc, .temporal_ensemble (the
+        control keys only shape the controller, so any 1 <= Ta <= Tp - To + 1 works without
+        retraining); None keeps the run's own. They are applied to the run's config and
+        validated there.
     constant_images: the ablation eval.constant_images (camera frames replaced by grey).
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
@@ -304,6 +306,7 @@ def evaluate_run(
             "control.n_action_steps": action_steps,
             "control.delay": delay,
             "control.rtc": rtc,
+            "control.temporal_ensemble": temporal_ensemble,
             "eval.constant_images": constant_images,
         },
     )
@@ -354,6 +357,7 @@ def evaluate_run(
         action_steps=cfg.control.n_action_steps,
         delay=cfg.control.delay,
         rtc=cfg.control.rtc,
+        temporal_ensemble=cfg.control.temporal_ensemble,
         seed=seed,
         guidance=cfg.policy.guidance,
         command=_describe_command(mode, instruction, instructions),

@@ -26,10 +26,12 @@ ROWS = (  # (label, evaluate_run keyword arguments); {run}: the run's own sample
     ("{run}, D=2 naive", {"delay": 2}),
     ("{run}, D=2 real-time chunking", {"delay": 2, "rtc": True}),
     ("{run}, D=0 real-time chunking", {"rtc": True}),
+    ("{run}, temporal ensembling", {"temporal_ensemble": 0.01}),  # ACT's m; re-plans every step
     ("{run}, lowpass 6", {"lowpass": 6}),
     ("{run}, lowpass 6 + real-time chunking", {"lowpass": 6, "rtc": True}),
 )
-SAMPLERS = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "euler": "Euler", "heun": "Heun"}
+SAMPLERS = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "euler": "Euler",
+            "heun": "Heun"}  # fmt: skip
 MAZE_ROWS = (  # does real-time chunking let the maze re-plan 4x less often?
     ("Ta 2 (the maze config)", {}),
     ("Ta 8, naive", {"action_steps": 8}),
@@ -46,7 +48,7 @@ KEYS = (
     "path_roughness_rel_demos", "action_roughness_rel_demos", "boundary_jump_ratio",
     "mode_switch_rate", "chunk_latency_ms", "success_rate_ci95", "path_roughness_rel_demos_ci95",
     "boundary_jump_ratio_ci95", "sampler", "steps", "lowpass", "action_steps", "delay", "rtc",
-    "seed", "episodes", "mean_batch_size",
+    "temporal_ensemble", "seed", "episodes", "mean_batch_size",
 )  # fmt: skip
 HEAD = ["setting", "success", "entropy", "TV", "interp.", "path rough. / demos",
         "action rough. / demos", "boundary jump", "mode switch", "latency ms"]  # fmt: skip

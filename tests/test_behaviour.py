@@ -36,6 +36,7 @@ from diffpolicy.checkpoint import load_policy
 from diffpolicy.collect import collect
 from diffpolicy.config import load_config
 from diffpolicy.dataset import load_demos, write_demos
+from diffpolicy.errors import UserError
 from diffpolicy.evaluate import evaluate_run
 from diffpolicy.train import train
 from envs import make_env
@@ -141,3 +142,13 @@ def test_from_one_start_diffusion_samples_both_routes_regression_their_average(e
     assert np.median(np.abs(diffusion)) > 0.05  # committed to a route, not between them
     mse = first_chunk_offsets(evals["mse_run"])
     assert np.abs(mse).max() < 0.035, np.abs(mse).max()
+
+
+def test_temporal_ensembling_is_an_evaluation_setting(evals):
+    """eval's temporal_ensemble re-plans every step and blends chunks: no chunk boundaries."""
+    r = evaluate_run(evals["diffusion_run"], 2, n_envs=2, temporal_ensemble=0.01, progress=False)
+    assert r["temporal_ensemble"] == 0.01 and evals["diffusion"]["temporal_ensemble"] == 0.0
+    assert r["boundary_jump_ratio"] is None, r["boundary_jump_ratio"]
+    assert r["mean_batch_size"] >= 1 and r["episodes"] == 2
+    with pytest.raises(UserError, match="temporal_ensemble"):
+        evaluate_run(evals["diffusion_run"], 2, temporal_ensemble=0.01, rtc=True, progress=False)

@@ -120,7 +120,7 @@ def test_the_reach_around_default_is_the_scripted_choice():
     )  # fmt: skip
     from diffpolicy.bench import FAST  # what the latency benchmarks call the default
 
-    assert FAST == (cfg.policy.sampler, cfg.policy.num_inference_steps)
+    assert (cfg.policy.sampler, cfg.policy.num_inference_steps) == FAST
 
 
 def test_the_reach_around_training_recipe_is_the_validated_choice():
@@ -133,7 +133,7 @@ def test_the_reach_around_training_recipe_is_the_validated_choice():
     spec = importlib.util.spec_from_file_location("sc", ROOT / "scripts" / "sampler_choice.py")
     sc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sc)
-    d = json.loads((ROOT / "benchmarks" / "results" / "select" / "time_to_quality.json").read_text())
+    d = json.loads((ROOT / "benchmarks/results/select/time_to_quality.json").read_text())
     candidates = []
     for name in ("reach_around_epsilon", "reach_around_sample_prediction"):
         assert d[name]["seed"] == 1000
