@@ -22,6 +22,9 @@ from diffpolicy.evaluate import evaluate_run
 ROWS = (  # (label, evaluate_run keyword arguments); {run}: the run's own sampler and steps
     ("DDPM-100", {"sampler": "ddpm", "steps": 100}),
     ("DDIM-16", {"sampler": "ddim", "steps": 16}),
+    ("DDIM-8", {"sampler": "ddim", "steps": 8}),
+    ("DDIM-4", {"sampler": "ddim", "steps": 4}),
+    ("DPM-Solver++ 8", {"sampler": "dpmpp", "steps": 8}),
     ("{run} (default)", {}),
     ("{run}, D=2 naive", {"delay": 2}),
     ("{run}, D=2 real-time chunking", {"delay": 2, "rtc": True}),
