@@ -397,6 +397,15 @@ def bench_collect(
 
 # the default config's sampler (chosen on validation seeds by scripts/sampler_choice.py)
 FAST = ("dpmpp", 4)
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "euler": "Euler",
+                 "heun": "Heun"}  # fmt: skip
+
+
+def unet_calls(sampler: str, steps: int) -> int:
+    """UNet calls per chunk: Heun evaluates twice per step except into t = 0 (2K - 1)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
 SAMPLERS = (("ddpm", 100), ("ddim", 10), ("ddim", 16), ("dpmpp", 10), ("ddim", 8), ("dpmpp", 8),
             ("dpmpp", 6), FAST)  # fmt: skip
 # few-step students of the default policy (diffpolicy distill): one or two UNet calls per chunk

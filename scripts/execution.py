@@ -15,8 +15,9 @@ the one reported (`--seed`; K = 6 on seed 1000: benchmarks/results/lowpass_*1000
 
 import argparse
 
-from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.bench import RESULTS, SAMPLER_NAMES, markdown_table, read_result, write_result
 from diffpolicy.checkpoint import load_run_config
+from diffpolicy.errors import UserError
 from diffpolicy.evaluate import evaluate_run
 
 ROWS = (  # (label, evaluate_run keyword arguments); {run}: the run's own sampler and steps
@@ -33,8 +34,6 @@ ROWS = (  # (label, evaluate_run keyword arguments); {run}: the run's own sample
     ("{run}, lowpass 6", {"lowpass": 6}),
     ("{run}, lowpass 6 + real-time chunking", {"lowpass": 6, "rtc": True}),
 )
-SAMPLERS = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "euler": "Euler",
-            "heun": "Heun"}  # fmt: skip
 MAZE_ROWS = (  # does real-time chunking let the maze re-plan 4x less often?
     ("Ta 2 (the maze config)", {}),
     ("Ta 8, naive", {"action_steps": 8}),
@@ -70,8 +69,11 @@ def main() -> None:
     args = ap.parse_args()
     name = "execution_maze" if args.rows == "maze" else "execution"
     if not args.print_only:
-        p = load_run_config(args.run).policy
-        run = f"{SAMPLERS[p.sampler]} {p.num_inference_steps}"
+        try:
+            p = load_run_config(args.run).policy
+        except UserError as e:
+            ap.error(str(e))
+        run = f"{SAMPLER_NAMES[p.sampler]} {p.num_inference_steps}"
         rows = [(label.format(run=run), args.run, kw)
                 for label, kw in (MAZE_ROWS if args.rows == "maze" else ROWS)]  # fmt: skip
         if args.student:

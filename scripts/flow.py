@@ -13,8 +13,10 @@ setting, is then reported on the report seed, which no choice saw. -> results/NA
 
 import argparse
 
+from diffpolicy import bench
 from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
 from diffpolicy.checkpoint import load_run_config
+from diffpolicy.errors import UserError
 from diffpolicy.evaluate import evaluate_run
 
 FLOW = ("euler-1", "euler-2", "euler-4", "heun-2", "heun-3")  # 1, 2, 4, 3, 5 UNet calls
@@ -38,13 +40,19 @@ def meets(r: dict, targets) -> bool:
 
 
 def setting(name: str) -> tuple[str, int]:
-    sampler, steps = name.rsplit("-", 1)
+    sampler, _, steps = name.rpartition("-")
+    if sampler not in bench.SAMPLER_NAMES or not steps.isdigit() or int(steps) < 1:
+        raise argparse.ArgumentTypeError(f"{name!r} is not SAMPLER-STEPS (e.g. heun-3)")
     return sampler, int(steps)
 
 
+def checked(name: str) -> str:  # argparse type: the name, once it parses
+    setting(name)
+    return name
+
+
 def calls(name: str) -> int:
-    sampler, steps = setting(name)
-    return 2 * steps - 1 if sampler == "heun" else steps  # Heun: no correction into t = 0
+    return bench.unet_calls(*setting(name))
 
 
 def main() -> None:
@@ -55,8 +63,9 @@ def main() -> None:
     ap.add_argument("--select-seed", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=9000, help="report seed")
     ap.add_argument("--name", default="flow", help="results file name")
-    ap.add_argument("--flow", nargs="+", default=list(FLOW), metavar="SAMPLER-STEPS")
-    ap.add_argument("--diffusion", nargs="+", default=list(DIFFUSION), metavar="SAMPLER-STEPS")
+    ap.add_argument("--flow", nargs="+", type=checked, default=list(FLOW), metavar="SAMPLER-STEPS")
+    ap.add_argument("--diffusion", nargs="+", type=checked, default=list(DIFFUSION),
+                    metavar="SAMPLER-STEPS")  # fmt: skip
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--print-only", action="store_true")
     a = ap.parse_args()
@@ -65,7 +74,10 @@ def main() -> None:
             ap.error("FLOW_RUN and DIFFUSION_RUN are needed (or --print-only)")
         if a.select_seed == a.seed:
             ap.error("the selection seed and the report seed must differ")
-        env_id = load_run_config(a.flow_run).env_id
+        try:
+            env_id = load_run_config(a.flow_run).env_id
+        except UserError as e:
+            ap.error(str(e))
         if env_id not in TARGETS:
             ap.error(f"no targets for {env_id}: one of {', '.join(TARGETS)}")
 

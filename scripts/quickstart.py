@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.bench import RESULTS, SAMPLER_NAMES, markdown_table, read_result, write_result
 from diffpolicy.config import load_config
 from diffpolicy.quickstart import CONFIG, quickstart
 
@@ -20,14 +20,13 @@ KEYS = (
     "mode_probs", "demo_mode_probs", "chunk_latency_ms", "episodes", "success_rate_ci95",
     "normalized_entropy_ci95", "sampler", "steps", "action_steps", "seed",
 )  # fmt: skip
-SAMPLERS = {"dpmpp": "DPM-Solver++", "ddim": "DDIM", "ddpm": "DDPM"}
 
 
 def table(result: dict) -> str:
     cfg = load_config(CONFIG, tuple(result.get("overrides", ())))
     p = cfg.policy
     labels = {
-        "diffusion": f"diffusion ({SAMPLERS[p.sampler]}, {p.num_inference_steps} steps)",
+        "diffusion": f"diffusion ({SAMPLER_NAMES[p.sampler]}, {p.num_inference_steps} steps)",
         "mse": "mse (regression)",
         "gmm": f"gmm ({p.gmm_components} components)",
     }

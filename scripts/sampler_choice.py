@@ -14,8 +14,9 @@ interpolation. The report seeds (the config's eval.seed) are never evaluated her
 
 import argparse
 
-from diffpolicy.bench import RESULTS, markdown_table, read_result, write_result
+from diffpolicy.bench import RESULTS, markdown_table, read_result, unet_calls, write_result
 from diffpolicy.checkpoint import load_run_config
+from diffpolicy.errors import UserError
 from diffpolicy.evaluate import evaluate_run
 
 SAMPLERS = {  # per objective: what the run can be sampled with (flow: Euler and Heun)
@@ -24,10 +25,6 @@ SAMPLERS = {  # per objective: what the run can be sampled with (flow: Euler and
 }
 TARGETS = {"success_rate": (">=", 0.95), "normalized_entropy": (">=", 0.95),
            "tv_to_demos": ("<=", 0.05), "interpolation_rate": ("<=", 0.02)}  # fmt: skip
-
-
-def unet_calls(sampler: str, steps: int) -> int:  # per chunk: Heun evaluates twice but last
-    return 2 * steps - 1 if sampler == "heun" else steps
 
 
 def meets(r: dict) -> bool:
@@ -45,7 +42,10 @@ def main() -> None:
     if not a.print_only:
         if not a.run:
             ap.error("RUN_DIR is needed (or --print-only)")
-        cfg = load_run_config(a.run)
+        try:
+            cfg = load_run_config(a.run)
+        except UserError as e:
+            ap.error(str(e))
         if cfg.eval.seed in a.seeds:
             ap.error(f"seed {cfg.eval.seed} is the run's report seed (eval.seed): choose on others")
         kind = "velocity" if cfg.policy.prediction_type == "velocity" else "diffusion"
