@@ -9,17 +9,24 @@ Tasks: ``reach_around`` (left / right of the pillar), ``reach_around_maze`` (24 
 per row of posts), ``pick`` (red / blue cube). The grammar is what collection writes into a
 dataset (each episode records one instruction and a list of paraphrases of its mode) and what a
 language run's grounding classifier learns from. It covers synonyms for verbs, obstacles, cubes
-and colours, the route's side and the obstacle's side ("keep the pillar on your right" = left),
-negations ("avoid the right side"), contrasts and word order. "Left" is seen from the start,
-facing the goal (smaller x on the table).
+and colours (Pick's include the xkcd colour survey's names for red and blue), the route's side
+and the obstacle's side ("keep the pillar on your right" = left; on the maze, where a row's posts
+stay: "one post on your left and two on your right"), negations ("avoid the right side"),
+contrasts and word order. "Left" is seen from the start, facing the goal (smaller x on the
+table).
 
 The sentences people write are not here: the validation and test phrasings are files under
 ``envs/phrasings/`` (``<task>_val.tsv``, ``<task>_test.tsv``, ``off_task_*.tsv``), written
 apart from this grammar. The validation files are for choices; the test files for nothing but
-the final measurement.
+the final measurement (a test set whose results were read joins validation, and a new one is
+written blind).
 """
 
 from __future__ import annotations
+
+import colorsys
+import functools
+import re
 
 import numpy as np
 
@@ -238,6 +245,39 @@ _COLOUR_OF = {  # "the cube the colour of ..."
         "denim jeans", "the deep sea", "a police light",
     ),
 }
+_NOT_RED_OR_BLUE = re.compile(
+    r"brown|pink|orange|purpl|violet|magenta|salmon|coral|peach|green|teal|gr[ae]y|turquoise|"
+    r"aqua|lavender|lilac|mauve|tan|olive|yellow|shit|puke|vomit|booger|poop"
+)
+
+
+@functools.cache
+def _survey_colours() -> dict[str, tuple[str, ...]]:
+    """Names from the xkcd colour survey (matplotlib's table of 949 names people gave to RGB
+    colours) that name red or blue: their RGB's hue is red (within 10 degrees of 0) or blue
+    (205-240), saturated and neither near black nor near white, and the name mentions no other
+    colour. A reproducible colour vocabulary far wider than a hand-written list."""
+    from matplotlib.colors import XKCD_COLORS, to_rgb
+
+    out: dict[str, list[str]] = {"red": [], "blue": []}
+    for key, rgb in sorted(XKCD_COLORS.items()):
+        name = key.removeprefix("xkcd:")
+        h, light, sat = colorsys.rgb_to_hls(*to_rgb(rgb))
+        if sat < 0.45 or not 0.2 <= light <= 0.75 or _NOT_RED_OR_BLUE.search(name):
+            continue
+        if (h * 360 >= 350 or h * 360 <= 8) and light <= 0.6 and "blue" not in name:
+            out["red"].append(name)
+        elif 205 <= h * 360 <= 240 and "red" not in name:
+            out["blue"].append(name)
+    return {c: tuple(names) for c, names in out.items()}
+
+
+def _colour_words(c: str) -> tuple[str, ...]:
+    """Words naming colour `c`: the hand-written list (twice: the commonest words stay common)
+    and the survey's names."""
+    return _COLOUR[c] * 2 + _survey_colours()[c]
+
+
 _SIZE = ("", "", "", "", "little ", "small ", "tiny ", "square ", "plastic ", "wooden ")
 _CUBE = ("cube", "block", "box", "brick", "piece", "one", "object", "square", "item", "thing")
 _LIFT = (
@@ -285,8 +325,8 @@ def _pick_cube(mode: int, rng: np.random.Generator) -> str:
     slots = {
         "lift": _LIFT,
         "cube": _CUBE,
-        "c": _COLOUR[c],
-        "oc": _COLOUR[oc],
+        "c": _colour_words(c),
+        "oc": _colour_words(oc),
         "like": _COLOUR_OF[c],
         "size": _SIZE,
     }
@@ -371,12 +411,31 @@ _ALL_SIDE = (
     "{s} all the way", "go {s} at every row", "hug the {s} edge the whole way",
     "pass every post on the {s}",
 )
+_COUNT = ("no post", "one post", "two posts", "three posts")
+_KEEP_ROW = (  # {r} the row, {o} the side all its posts stay on (the path goes the other way)
+    "keep the {r} on your {o}", "the {r} on your {o}", "with the {r} to your {o}",
+    "every post of the {r} on your {o}", "leave the {r} on your {o}",
+)
+_SPLIT_ROW = (  # {r} the row; {a} / {b}: how many of its posts stay on your left / right
+    "{a} of the {r} on your left and {b} on your right",
+    "at the {r}, {a} on your left and {b} on your right",
+    "with {b} of the {r} on your right and {a} on your left",
+    "leave {a} of the {r} to your left and {b} to your right",
+)
 _MAZE_FRAMES = (
     "{a}, {b}, {c}", "{a}, then {b}, then {c}", "go {a}, then {b}, and finally {c}",
     "first {a}, next {b}, last {c}", "{a}; {b}; {c}", "pass {a}, {b} and {c}",
     "move {a}, after that {b}, then {c}", "navigate {a}, {b}, and {c} to the goal",
 )
 _MAZE_CODE = ("route {x}", "{x}", "take route {x}", "follow {x}")
+
+
+def _posts_side(n: int, g: int, r: str, rng: np.random.Generator) -> str:
+    """A row's choice told by where its posts stay: gap g of a row of n posts (0 = left of all)
+    leaves g posts on your left and n - g on your right ("keep the pair on your right" = left)."""
+    if g in (0, n):
+        return _pick(rng, _KEEP_ROW).format(r=r, o="right" if g == 0 else "left")
+    return _pick(rng, _SPLIT_ROW).format(r=r, a=_COUNT[g], b=_COUNT[n - g])
 
 
 def _maze(mode: int, rng: np.random.Generator) -> str:
@@ -397,7 +456,10 @@ def _maze(mode: int, rng: np.random.Generator) -> str:
         side = {"L": "left", "R": "right"}[letters[0]]
         return _wrap(rng, _pick(rng, _ALL_SIDE).format(s=side))
     parts = [
-        _pick(rng, _GAP[ltr]).format(r=_pick(rng, _ROW_REF[k])) for k, ltr in enumerate(letters)
+        _posts_side(len(row), g, _pick(rng, _ROW_REF[k]), rng)
+        if rng.random() < 0.3
+        else _pick(rng, _GAP[ltr]).format(r=_pick(rng, _ROW_REF[k]))
+        for k, (row, g, ltr) in enumerate(zip(layout["rows"], gaps, letters))
     ]
     side = {"L": "left", "R": "right"}
     if letters[0] == letters[1] in side and rng.random() < 0.3:  # the first two rows at once
@@ -510,6 +572,14 @@ _NEAR_MISS = {
     ),
 }
 _ABSENT_COLOUR = ("green", "yellow", "purple", "orange", "black", "white", "pink", "grey")
+# The word that decides the route, replaced by one that decides nothing: "pass the pillar on the
+# safe side". A reader must find the deciding word to claim a route; without it the sentence is
+# refused, never read one way. (The same for Pick's colours, "lift the plain cube", "the cube the
+# colour of grass", made the reader refuse most colours it had not seen: validation 0.93 -> 0.75.)
+_NO_SIDE = (
+    "other", "far", "near", "usual", "safe", "correct", "best", "free", "shorter", "quicker",
+    "easier", "same", "wrong", "open", "clear", "nearest", "outer", "inner",
+)
 
 
 _SYLLABLES = ("zib", "ble", "fran", "dle", "kor", "mop", "tash", "vee", "lun", "gar", "pim", "rox")
@@ -525,15 +595,35 @@ def _nonsense(rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
+def _no_evidence(task: str | None, rng: np.random.Generator) -> str:
+    """A ReachAround command whose side word is replaced by one that names no side ("" for the
+    other tasks)."""
+    if task == "reach_around":
+        template = _pick(rng, [t for t in _RA_POSITIVE if "the {s}" in t])
+        template = re.sub(r"\{s\}(?! side| \{route\}| \{flank\})", "{s} side", template)
+        slots = {
+            "go": _GO,
+            "around": _AROUND,
+            "route": _ROUTE,
+            "obst": _OBST,
+            "goal": _GOAL,
+            "s": _NO_SIDE,
+            "flank": _FLANK,
+        }
+        return _wrap(rng, _fill(rng, template + _pick(rng, _AFTER), slots))
+    return ""
+
+
 def off_task_sentences(task: str | None, rng: np.random.Generator, n: int) -> list[str]:
     """Up to ``n`` distinct sentences commanding no mode of ``task``: chores, chit-chat, nonsense,
-    near misses of the task (absent colours, impossible actions) and the other tasks' commands
-    (a task not in this module, e.g. a user's env, gets the first three kinds only)."""
+    near misses of the task (absent colours, impossible actions), the task's commands with the
+    deciding word replaced (`_no_evidence`) and the other tasks' commands (a task not in this
+    module, e.g. a user's env, gets the first three kinds only)."""
     nav = {"reach_around", "reach_around_maze"}  # share their words: not off-task for each other
     others = [t for t in _GRAMMARS if task in _GRAMMARS and t != task and not {t, task} <= nav]
     out: dict[str, None] = {}
     for _ in range(20 * n):
-        kind = rng.choice(5)
+        kind = rng.choice(6)
         if kind == 4:
             text = _nonsense(rng)
         elif kind == 0:
@@ -543,6 +633,8 @@ def off_task_sentences(task: str | None, rng: np.random.Generator, n: int) -> li
         elif kind == 2:
             slots = {"obst": _OBST, "c": _ABSENT_COLOUR, "p": ("red", "blue")}
             text = _fill(rng, _pick(rng, _NEAR_MISS.get(task, _CHIT_CHAT)), slots)
+        elif kind == 5:
+            text = _no_evidence(task, rng)
         elif others:
             t = _pick(rng, others)
             text = sample_instruction(t, int(rng.integers(NUM_MODES[t])), rng)

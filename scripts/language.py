@@ -52,6 +52,8 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     for name in sets:
         rows = instruction_set(name, cfg.env_id, names, demos)
         g, _ = ground_lines(policy, cfg, rows, names)
+        if task == "pick" and name != "train":
+            g["unseen_colour_words"] = unseen_colour_words(g)
         if name == "train" or task != "reach_around_maze":
             out[name] = g
             continue
@@ -65,8 +67,23 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     return out
 
 
+def unseen_colour_words(grounding: dict) -> dict:
+    """Pick lines that name the colour in words outside the grammar's colour lists (no colour
+    word or name of envs/instructions.py appears in them): how many, and how many grounded right."""
+    import re
+
+    from envs.instructions import _COLOUR_OF, _colour_words
+
+    words = {w for c in ("red", "blue") for w in (*_colour_words(c), *_COLOUR_OF[c])}
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len)[::-1]) + r")\b")
+    rows = [x for x in grounding["lines"] if x["mode"] is not None]
+    unseen = [x for x in rows if not pattern.search(x["text"].lower())]
+    right = sum(x["grounded"] == x["mode"] for x in unseen)
+    return {"lines": len(unseen), "grounded_right": right / max(len(unseen), 1)}
+
+
 def rollouts(run: str, episodes: int, trained_on: str | None, sets=SETS) -> dict:
-    out = {"train": train_budget(run, trained_on)}
+    out = {"budget": train_budget(run, trained_on)}  # "train" is the train phrasings
     for name in sets:
         r = evaluate_run(run, episodes, instructions=name, progress=False)
         out[name] = {k: v for k, v in r.items() if k != "records"}
@@ -120,8 +137,20 @@ def main() -> None:
     p.add_argument("--trained-on", metavar="TEXT", help="where the run was trained")
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     p.add_argument("--print-only", action="store_true")
+    p.add_argument(
+        "--annotate",
+        action="store_true",
+        help="add the Pick unseen-colour-word counts to the recorded text-only rows",
+    )
     a = p.parse_args()
     results = read_result("language")
+    if a.annotate:
+        for name in ("val", "test"):
+            g = results["pick_text"][name]
+            g["unseen_colour_words"] = unseen_colour_words(g)
+            print(name, g["unseen_colour_words"])
+        write_result("language", results)
+        return
     if not a.print_only:
         if not a.task or bool(a.run) == bool(a.dataset):
             p.error("TASK and one of --run / --dataset are needed (or --print-only)")

@@ -61,6 +61,34 @@ def test_grammar_phrases_the_obstacle_side_and_negations_the_right_way():
     assert not any("on your left" in t for t in left)
 
 
+def test_maze_grammar_tells_a_gap_by_where_the_row_posts_stay():
+    rng = np.random.default_rng(2)
+    texts = paraphrases("reach_around_maze", MAZE_NAMES.index("L-L-M1"), rng, 3000)
+    # left of the pair: both its posts on your right; the left inner gap of three: 1 left, 2 right
+    assert any("pair on your right" in t for t in texts)
+    assert any(
+        "one post of the" in t and "on your left and two posts on your right" in t for t in texts
+    )
+    assert not any("two posts of the" in t and "on your left and one post" in t for t in texts)
+
+
+def test_no_evidence_sentences_name_no_mode():
+    """The off-task class holds ReachAround commands with the side word replaced: a reader must
+    find that word to claim a route."""
+    import re
+
+    from envs.instructions import _no_evidence, _survey_colours
+
+    rng = np.random.default_rng(3)
+    sides = re.compile(r"\b(left|right)|clockwise")
+    ra = [_no_evidence("reach_around", rng) for _ in range(300)]
+    assert len(set(ra)) > 200 and not any(sides.search(t.lower()) for t in ra)
+    survey = _survey_colours()  # red and blue names from the colour survey, never both
+    assert len(survey["red"]) >= 20 and len(survey["blue"]) >= 20
+    assert not set(survey["red"]) & set(survey["blue"])
+    assert _no_evidence("pick", rng) == _no_evidence("reach_around_maze", rng) == ""
+
+
 def test_mode_factors_follow_the_mode_names():
     assert mode_factors(MAZE_NAMES) == [2, 3, 4]
     assert mode_factors(["left", "right"]) == [2]
