@@ -17,7 +17,8 @@ from diffpolicy.bench import RESULTS, markdown_table, read_result, train_budget,
 from diffpolicy.evaluate import evaluate_run
 
 KEYS = ("success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
-        "collision_rate", "chunk_latency_ms", "success_rate_ci95", "seed")  # fmt: skip
+        "collision_rate", "chunk_latency_ms", "success_rate_ci95", "tv_to_demos_ci95", "mode_probs",
+        "demo_mode_probs", "seed")  # fmt: skip
 HEAD = ["run", "Ta", "train min", "seed", "images", "success", "entropy", "TV", "interp.",
         "collision", "latency ms"]  # fmt: skip
 
