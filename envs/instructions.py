@@ -254,9 +254,10 @@ _NOT_RED_OR_BLUE = re.compile(
 @functools.cache
 def _survey_colours() -> dict[str, tuple[str, ...]]:
     """Names from the xkcd colour survey (matplotlib's table of 949 names people gave to RGB
-    colours) that name red or blue: their RGB's hue is red (within 10 degrees of 0) or blue
-    (205-240), saturated and neither near black nor near white, and the name mentions no other
-    colour. A reproducible colour vocabulary far wider than a hand-written list."""
+    colours) that name red or blue: their RGB is saturated (HLS saturation >= 0.45, lightness
+    0.2-0.75), its hue is red (350-8 degrees, lightness <= 0.6: no pinks) or blue (205-240
+    degrees), and the name has none of the words of `_NOT_RED_OR_BLUE`. A reproducible colour
+    vocabulary next to the hand-written one."""
     from matplotlib.colors import XKCD_COLORS, to_rgb
 
     out: dict[str, list[str]] = {"red": [], "blue": []}
@@ -411,7 +412,7 @@ _ALL_SIDE = (
     "{s} all the way", "go {s} at every row", "hug the {s} edge the whole way",
     "pass every post on the {s}",
 )
-_COUNT = ("no post", "one post", "two posts", "three posts")
+_COUNT = {1: "one post", 2: "two posts"}  # posts on one side of an inner gap
 _KEEP_ROW = (  # {r} the row, {o} the side all its posts stay on (the path goes the other way)
     "keep the {r} on your {o}", "the {r} on your {o}", "with the {r} to your {o}",
     "every post of the {r} on your {o}", "leave the {r} on your {o}",
@@ -575,7 +576,8 @@ _ABSENT_COLOUR = ("green", "yellow", "purple", "orange", "black", "white", "pink
 # The word that decides the route, replaced by one that decides nothing: "pass the pillar on the
 # safe side". A reader must find the deciding word to claim a route; without it the sentence is
 # refused, never read one way. (The same for Pick's colours, "lift the plain cube", "the cube the
-# colour of grass", made the reader refuse most colours it had not seen: validation 0.93 -> 0.75.)
+# colour of grass", made the reader refuse most colours it had not seen: with one reader, on the
+# validation set of the time, 0.93 -> 0.75 grounded right.)
 _NO_SIDE = (
     "other", "far", "near", "usual", "safe", "correct", "best", "free", "shorter", "quicker",
     "easier", "same", "wrong", "open", "clear", "nearest", "outer", "inner",

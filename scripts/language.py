@@ -7,6 +7,8 @@
     python scripts/language.py pick --dataset DEMOS --sets train val   # look at validation
     python scripts/language.py pick --dataset DEMOS --sets test        # then, once, at test
     python scripts/language.py --print-only                      # the README table
+    python scripts/language.py --annotate                        # recount Pick's lines that name
+                                                                 # the colour outside the grammar
 
 Phrasing sets (grounding.instruction_set): "train" = the dataset's own grammar phrasings, "val"
 = envs/phrasings/<task>_val.tsv (the threshold and grammar were chosen on these), "test" =

@@ -72,20 +72,43 @@ def test_maze_grammar_tells_a_gap_by_where_the_row_posts_stay():
     assert not any("two posts of the" in t and "on your left and one post" in t for t in texts)
 
 
+def test_posts_side_counts_the_posts_on_each_side_of_every_gap():
+    """Gap g of a row of n posts (0 = left of all) leaves g posts on your left, n - g on your
+    right."""
+    import re
+
+    from envs.instructions import _posts_side
+
+    rng = np.random.default_rng(4)
+    count = {"one post": 1, "two posts": 2}
+    for n in (1, 2, 3):
+        for g in range(n + 1):
+            for _ in range(50):
+                t = _posts_side(n, g, "row", rng)
+                if g in (0, n):  # every post on one side
+                    assert t.endswith("your " + ("right" if g == 0 else "left")), t
+                    continue
+                pairs = re.findall(r"(one post|two posts)(?:(?!your).)*your (left|right)", t)
+                side = {where: count[k] for k, where in pairs}
+                assert side == {"left": g, "right": n - g}, t
+
+
 def test_no_evidence_sentences_name_no_mode():
     """The off-task class holds ReachAround commands with the side word replaced: a reader must
     find that word to claim a route."""
     import re
 
-    from envs.instructions import _no_evidence, _survey_colours
+    from envs.instructions import _colour_words, _no_evidence, _survey_colours
 
     rng = np.random.default_rng(3)
     sides = re.compile(r"\b(left|right)|clockwise")
     ra = [_no_evidence("reach_around", rng) for _ in range(300)]
     assert len(set(ra)) > 200 and not any(sides.search(t.lower()) for t in ra)
-    survey = _survey_colours()  # red and blue names from the colour survey, never both
+    survey = _survey_colours()  # red and blue names from the colour survey
     assert len(survey["red"]) >= 20 and len(survey["blue"]) >= 20
-    assert not set(survey["red"]) & set(survey["blue"])
+    for c, other in (("red", "blue"), ("blue", "red")):  # no name of one says the other
+        assert not any(other in re.findall(r"[a-z]+", n) for n in survey[c])
+        assert not set(survey[c]) & set(_colour_words(other))
     assert _no_evidence("pick", rng) == _no_evidence("reach_around_maze", rng) == ""
 
 
