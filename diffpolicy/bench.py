@@ -401,6 +401,26 @@ SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp": "DPM-Solver++", "euler
                  "heun": "Heun"}  # fmt: skip
 
 
+# the issues' targets per task, that scripts choose settings against: (metric, ">=" | "<=", bound)
+TARGETS = {
+    "diffpolicy/ReachAround-v0": (("success_rate", ">=", 0.95), ("normalized_entropy", ">=", 0.95),
+                                  ("tv_to_demos", "<=", 0.05), ("interpolation_rate", "<=", 0.02)),
+    "diffpolicy/Pick-v0": (("success_rate", ">=", 0.90), ("tv_to_demos", "<=", 0.10)),
+    "diffpolicy/ReachAroundMaze-v0": (("success_rate", ">=", 0.97),
+                                      ("normalized_entropy", ">=", 0.95)),
+}  # fmt: skip
+
+
+def meets(r: dict, env_id: str) -> bool:
+    """Whether evaluation `r` meets env_id's TARGETS (a metric that is None, such as TV without
+    demos, does not)."""
+    value = {k: r[k] for k, _, _ in TARGETS[env_id]}
+    return all(
+        value[k] is not None and (value[k] >= b if op == ">=" else value[k] <= b)
+        for k, op, b in TARGETS[env_id]
+    )
+
+
 def unet_calls(sampler: str, steps: int) -> int:
     """UNet calls per chunk: Heun evaluates twice per step except into t = 0 (2K - 1)."""
     return 2 * steps - 1 if sampler == "heun" else steps

@@ -273,6 +273,7 @@ def _survey_colours() -> dict[str, tuple[str, ...]]:
     return {c: tuple(names) for c, names in out.items()}
 
 
+@functools.cache
 def _colour_words(c: str) -> tuple[str, ...]:
     """Words naming colour `c`: the hand-written list (twice: the commonest words stay common)
     and the survey's names."""
@@ -317,6 +318,11 @@ _PICK_NEGATED = (  # {oc}: the other colour
     "the {c} {cube}, not the {oc}",
     "not the {oc} {cube} but the {c} {cube}",
 )
+
+
+def colour_names(c: str) -> tuple[str, ...]:
+    """Every word and comparison the Pick grammar names colour `c` ("red" or "blue") with."""
+    return tuple(dict.fromkeys(_colour_words(c) + _COLOUR_OF[c]))
 
 
 def _pick_cube(mode: int, rng: np.random.Generator) -> str:
@@ -597,12 +603,19 @@ def _nonsense(rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
+# ReachAround's templates that name the side as "the {s} ...", each with a noun after {s}
+_NO_SIDE_TEMPLATES = tuple(
+    re.sub(r"\{s\}(?! side| \{route\}| \{flank\})", "{s} side", t)
+    for t in _RA_POSITIVE
+    if "the {s}" in t
+)
+
+
 def _no_evidence(task: str | None, rng: np.random.Generator) -> str:
     """A ReachAround command whose side word is replaced by one that names no side ("" for the
     other tasks)."""
     if task == "reach_around":
-        template = _pick(rng, [t for t in _RA_POSITIVE if "the {s}" in t])
-        template = re.sub(r"\{s\}(?! side| \{route\}| \{flank\})", "{s} side", template)
+        template = _pick(rng, _NO_SIDE_TEMPLATES)
         slots = {
             "go": _GO,
             "around": _AROUND,

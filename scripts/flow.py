@@ -5,7 +5,7 @@
     python scripts/flow.py --print-only [--name flow]   # the table from results/NAME.json
 
 Every flow sampler setting (--flow) is evaluated on the selection seed; the fewest UNet calls
-that meet the task's targets there (TARGETS: ReachAround success >= 0.95, entropy >= 0.95,
+that meet the task's targets there (bench.TARGETS: ReachAround success >= 0.95, entropy >= 0.95,
 TV <= 0.05, interpolation <= 0.02; Pick success >= 0.90, TV <= 0.10; the maze success >= 0.97,
 entropy >= 0.95) is the chosen one. Every row, and the diffusion run at each --diffusion
 setting, is then reported on the report seed, which no choice saw. -> results/NAME.json
@@ -21,22 +21,10 @@ from diffpolicy.evaluate import evaluate_run
 
 FLOW = ("euler-1", "euler-2", "euler-4", "heun-2", "heun-3")  # 1, 2, 4, 3, 5 UNet calls
 DIFFUSION = ("dpmpp-8", "ddim-4")
-TARGETS = {  # per env id: (metric, ">=" | "<=", bound)
-    "diffpolicy/ReachAround-v0": (("success_rate", ">=", 0.95), ("normalized_entropy", ">=", 0.95),
-                                  ("tv_to_demos", "<=", 0.05), ("interpolation_rate", "<=", 0.02)),
-    "diffpolicy/Pick-v0": (("success_rate", ">=", 0.90), ("tv_to_demos", "<=", 0.10)),
-    "diffpolicy/ReachAroundMaze-v0": (("success_rate", ">=", 0.97),
-                                      ("normalized_entropy", ">=", 0.95)),
-}  # fmt: skip
 KEYS = ("success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
         "path_roughness_rel_demos", "chunk_latency_ms", "success_rate_ci95", "seed")  # fmt: skip
 HEAD = ["run", "sampler", "UNet calls", "success", "entropy", "TV", "interp.", "path rough.",
         "latency ms"]  # fmt: skip
-
-
-def meets(r: dict, targets) -> bool:
-    value = {k: (1.0 if r[k] is None else r[k]) for k, _, _ in targets}  # TV None: no demos
-    return all(value[k] >= b if op == ">=" else value[k] <= b for k, op, b in targets)
 
 
 def setting(name: str) -> tuple[str, int]:
@@ -78,8 +66,8 @@ def main() -> None:
             env_id = load_run_config(a.flow_run).env_id
         except UserError as e:
             ap.error(str(e))
-        if env_id not in TARGETS:
-            ap.error(f"no targets for {env_id}: one of {', '.join(TARGETS)}")
+        if env_id not in bench.TARGETS:
+            ap.error(f"no targets for {env_id}: one of {', '.join(bench.TARGETS)}")
 
         def ev(run, name, seed):
             sampler, steps = setting(name)
@@ -89,7 +77,7 @@ def main() -> None:
             return {k: r.get(k) for k in KEYS}
 
         selection = {name: ev(a.flow_run, name, a.select_seed) for name in a.flow}
-        passing = [(calls(n), n) for n in a.flow if meets(selection[n], TARGETS[env_id])]
+        passing = [(calls(n), n) for n in a.flow if bench.meets(selection[n], env_id)]
         rows = [("flow", n, a.flow_run) for n in a.flow]
         rows += [("diffusion", n, a.diffusion_run) for n in a.diffusion]
         report = {f"{kind} {n}": ev(run, n, a.seed) | {"calls": calls(n)}

@@ -74,9 +74,9 @@ def unseen_colour_words(grounding: dict) -> dict:
     word or name of envs/instructions.py appears in them): how many, and how many grounded right."""
     import re
 
-    from envs.instructions import _COLOUR_OF, _colour_words
+    from envs.instructions import colour_names
 
-    words = {w for c in ("red", "blue") for w in (*_colour_words(c), *_COLOUR_OF[c])}
+    words = {w for c in ("red", "blue") for w in colour_names(c)}
     pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len)[::-1]) + r")\b")
     rows = [x for x in grounding["lines"] if x["mode"] is not None]
     unseen = [x for x in rows if not pattern.search(x["text"].lower())]
@@ -147,6 +147,8 @@ def main() -> None:
     a = p.parse_args()
     results = read_result("language")
     if a.annotate:
+        if "pick_text" not in results:
+            p.error("no Pick text-only rows in language.json: run pick --dataset DEMOS first")
         for name in ("val", "test"):
             g = results["pick_text"][name]
             g["unseen_colour_words"] = unseen_colour_words(g)

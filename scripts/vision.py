@@ -13,7 +13,17 @@ image carries the information if success falls by at least half.
 
 import argparse
 
-from diffpolicy.bench import RESULTS, markdown_table, read_result, train_budget, write_result
+from diffpolicy.bench import (
+    RESULTS,
+    TARGETS,
+    markdown_table,
+    meets,
+    read_result,
+    train_budget,
+    write_result,
+)
+from diffpolicy.checkpoint import load_run_config
+from diffpolicy.errors import UserError
 from diffpolicy.evaluate import evaluate_run
 
 KEYS = ("success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate",
@@ -21,13 +31,6 @@ KEYS = ("success_rate", "normalized_entropy", "tv_to_demos", "interpolation_rate
         "demo_mode_probs", "seed")  # fmt: skip
 HEAD = ["run", "Ta", "train min", "seed", "images", "success", "entropy", "TV", "interp.",
         "collision", "latency ms"]  # fmt: skip
-
-
-def meets(r: dict, task: str) -> bool:
-    if task == "pick":
-        return r["success_rate"] >= 0.90 and (r["tv_to_demos"] or 1) <= 0.10
-    return (r["success_rate"] >= 0.95 and r["normalized_entropy"] >= 0.95
-            and (r["tv_to_demos"] or 1) <= 0.05 and r["interpolation_rate"] <= 0.02)  # fmt: skip
 
 
 def main() -> None:
@@ -43,6 +46,15 @@ def main() -> None:
     a = ap.parse_args()
     out = f"vision_{a.name}"
     if not a.print_only:
+        if not a.runs:
+            ap.error("RUN [RUN ...] is needed (or --print-only)")
+        try:
+            envs = {load_run_config(run).env_id for run in a.runs}
+        except UserError as e:
+            ap.error(str(e))
+        if len(envs) != 1 or not envs <= set(TARGETS):
+            ap.error(f"the runs' envs {sorted(envs)} must be one of {', '.join(TARGETS)}")
+        (env_id,) = envs
 
         def ev(run, ta, seed, grey=None):
             r = evaluate_run(run, a.episodes, seed=seed, action_steps=ta, constant_images=grey)
@@ -52,9 +64,8 @@ def main() -> None:
         budgets = {run: train_budget(run, "this 2-core CPU") for run in a.runs}
         selection = {f"{run} Ta={ta}": [ev(run, ta, s) for s in a.select_seeds]
                      for run in a.runs for ta in a.action_steps}  # fmt: skip
-        task = "pick" if a.name.startswith("pick") else "reach"
         sel = {(run, ta): selection[f"{run} Ta={ta}"] for run in a.runs for ta in a.action_steps}
-        passing = [c for c, rs in sel.items() if all(meets(r, task) for r in rs)]
+        passing = [c for c, rs in sel.items() if all(meets(r, env_id) for r in rs)]
         run, ta = (min(passing, key=lambda c: (budgets[c[0]]["train_minutes"], c[1])) if passing
                    else max(sel, key=lambda c: sum(r["success_rate"] for r in sel[c])))  # fmt: skip
         report = {"camera": ev(run, ta, a.seed), "grey": ev(run, ta, a.seed, grey=True)}

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RA = "diffpolicy/ReachAround-v0"  # the task of the default config
 MEASURED = re.compile(r"(?<![\w.])\d+\.\d{3}(?![\w.])")  # how the scripts print a measured value
 
 
@@ -109,7 +110,7 @@ def test_the_reach_around_default_is_the_scripted_choice():
     spec.loader.exec_module(sc)
     d = json.loads((ROOT / "benchmarks" / "results" / "sampler_choice.json").read_text())
     for r in d["rows"]:  # the verdict stored per row is the rule's
-        assert r["meets_targets_on_every_seed"] == all(sc.meets(s) for s in r["seeds"].values())
+        assert r["meets_targets_on_every_seed"] == all(sc.meets(s, RA) for s in r["seeds"].values())
     passing = [r for r in d["rows"] if r["meets_targets_on_every_seed"]]
     calls = bench.unet_calls
     best = min(passing, key=lambda r: (calls(r["sampler"], r["steps"]), -r["action_steps"]))
@@ -140,6 +141,19 @@ def test_the_reach_around_training_recipe_is_the_validated_choice():
     for name in ("reach_around_epsilon", "reach_around_sample_prediction"):
         assert d[name]["seed"] == 1000
         kind = "sample" if "policy.prediction_type=sample" in d[name]["overrides"] else "epsilon"
-        candidates += [(p["train"]["steps"], kind) for p in d[name]["points"] if sc.meets(p)]
+        candidates += [(p["train"]["steps"], kind) for p in d[name]["points"] if sc.meets(p, RA)]
     cfg = load_config(ROOT / "configs" / "reach_around.yaml", ())
     assert min(candidates) == (cfg.train.steps, cfg.policy.prediction_type)
+
+
+def test_targets_are_judged_per_task_and_a_missing_metric_fails():
+    from diffpolicy.bench import TARGETS, meets
+
+    good = {"success_rate": 0.96, "normalized_entropy": 0.97, "tv_to_demos": 0.04,
+            "interpolation_rate": 0.01}  # fmt: skip
+    assert meets(good, RA) and not meets(good | {"tv_to_demos": 0.06}, RA)
+    assert not meets(good | {"tv_to_demos": None}, RA)  # no demos to compare with: not met
+    maze = "diffpolicy/ReachAroundMaze-v0"  # 0.97 success, and TV is not a maze target
+    assert not meets(good, maze) and meets(good | {"success_rate": 0.98, "tv_to_demos": 0.5}, maze)
+    assert meets(good | {"success_rate": 0.91, "tv_to_demos": 0.09}, "diffpolicy/Pick-v0")
+    assert set(TARGETS) == {RA, maze, "diffpolicy/Pick-v0"}
