@@ -190,6 +190,7 @@ def fit_reader(
         fit.append(t)
     hold = hold or fit  # nothing left to hold out: the temperature is fit on the training texts
     tok, mask = _padded(fit, model_path)
+    lengths = mask.sum(1)
     y = torch.tensor([pairs[t] for t in fit])
     # each class weighted equally: off-task sentences must not outvote a mode
     counts = torch.bincount(y, minlength=K + 1).float().clamp_min(1.0)
@@ -201,9 +202,10 @@ def fit_reader(
         grounder.train()
         for _ in range(steps):
             idx = torch.randint(len(fit), (min(batch_size, len(fit)),), generator=gen)
-            m = mask[idx] & (torch.rand(mask[idx].shape, generator=gen) > 0.1)  # token dropout
+            T = int(lengths[idx].max())  # the batch's longest text: no all-padding columns
+            m = mask[idx, :T] & (torch.rand(len(idx), T, generator=gen) > 0.1)  # token dropout
             m[:, 0] = True  # keep [CLS]: no sentence is left empty
-            loss = nn.functional.nll_loss(grounder(tok[idx], m), y[idx], weight=weight)
+            loss = nn.functional.nll_loss(grounder(tok[idx, :T], m), y[idx], weight=weight)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -361,17 +361,23 @@ _GAP = {  # gap letter -> phrases with {r} the row's name
         "left of the {r}", "to the left of the {r}", "on the left of the {r}",
         "around the left end of the {r}", "past the {r} on the left", "left at the {r}",
         "along the left edge at the {r}", "left of every post in the {r}", "far left at the {r}",
+        "at the {r}, go left", "the {r}: pass it on the left", "wide left around the {r}",
+        "L of the {r}",
     ),
     "R": (
         "right of the {r}", "to the right of the {r}", "on the right of the {r}",
         "around the right end of the {r}", "past the {r} on the right", "right at the {r}",
         "along the right edge at the {r}", "right of every post in the {r}",
         "far right at the {r}", "past the right end of the {r}",
+        "at the {r}, go right", "the {r}: pass it on the right", "wide right around the {r}",
+        "R of the {r}",
     ),
     "M": (
         "between the {r}", "through the middle of the {r}", "through the gap in the {r}",
         "thread the {r}", "through the {r}", "the gap between the {r}",
         "down the centre at the {r}", "through the opening of the {r}", "middle at the {r}",
+        "split the {r}", "squeeze between the {r}", "straight through the {r}",
+        "between both posts of the {r}",
     ),
     "M1": (
         "between the first and second posts of the {r}", "through the left gap of the {r}",
@@ -379,6 +385,10 @@ _GAP = {  # gap letter -> phrases with {r} the row's name
         "through the gap left of centre in the {r}", "inner left at the {r}",
         "between posts one and two of the {r}", "between the leftmost and middle of the {r}",
         "through the first gap from the left in the {r}",
+        "between the leftmost and middle posts of the {r}",
+        "just left of the middle post of the {r}",
+        "through the leftmost gap of the {r}", "left of the centre post of the {r}",
+        "through the gap just left of the middle post at the {r}",
     ),
     "M2": (
         "between the second and third posts of the {r}", "through the right gap of the {r}",
@@ -386,11 +396,15 @@ _GAP = {  # gap letter -> phrases with {r} the row's name
         "through the gap right of centre in the {r}", "inner right at the {r}",
         "between posts two and three of the {r}", "between the middle and rightmost of the {r}",
         "through the second gap from the left in the {r}",
+        "between the middle and right posts of the {r}",
+        "just right of the middle post of the {r}",
+        "through the rightmost gap of the {r}", "right of the centre post of the {r}",
+        "through the gap just right of the middle post at the {r}",
     ),
 }
 _SHORT = {  # a row's choice without naming the row, for "row 1: left. row 2: ..." lists
-    "L": ("left", "left side", "go left", "keep left", "pass on the left"),
-    "R": ("right", "right side", "go right", "keep right", "pass on the right"),
+    "L": ("left", "left side", "go left", "keep left", "pass on the left", "L", "far left"),
+    "R": ("right", "right side", "go right", "keep right", "pass on the right", "R", "far right"),
     "M": ("middle", "between them", "through the gap", "centre", "between the two"),
     "M1": (
         "left gap", "between posts one and two", "between the first and second from the left",
@@ -409,16 +423,45 @@ _TWO_ROWS = (  # {s} of both of the first / of the last two rows
      "{s} of everything after that"),
 )
 _ROW_LABEL = (
-    ("row 1", "row one", "first row"),
-    ("row 2", "row two", "second row"),
-    ("row 3", "row three", "third row"),
+    ("row 1", "row one", "first row", "1st row", "1)", "the single post", "the first post", "r1"),
+    ("row 2", "row two", "second row", "2nd row", "2)", "the pair", "the two posts", "r2"),
+    ("row 3", "row three", "third row", "3rd row", "3)", "the three posts", "the last row", "r3"),
+)
+_QUANT = {  # rows 2 and 3: all their posts at once ("left of both"), words that name the row
+    1: ("both", "both posts", "both of them", "the two of them", "both posts of the pair"),
+    2: ("all three", "all three posts", "every one of the three", "all three of them"),
+}
+_QUANT_SIDE = (  # {s} the side the path takes of every post in a row, {q} the row's posts
+    "{s} of {q}", "pass {q} on the {s}", "go {s} of {q}", "around {q} on the {s}",
+    "keep {s} of {q}", "{s} of {q} at the {r}", "go {s} of {q} in the {r}",
+)
+_NOT_ROW1 = (  # {o}: the side of the single post not to take (two choices: this decides)
+    "don't go {o} of the {r}", "avoid the {o} side of the {r}", "not {o} of the {r}",
+    "don't pass the {r} on its {o}", "stay off the {o} of the {r}",
+)
+_ALL_KEEP = (  # every post of every row on your {o}: the path is on the other side
+    "keep every post on your {o}", "every post should end up on your {o}",
+    "all the posts on your {o}", "leave every post to your {o}",
+    "every post in every row on your {o}",
+)
+_ALL_NOT = (  # never the side {o}
+    "don't pass {o} of any post", "never go {o} of a post", "no {o} turns at any row",
+    "avoid the {o} side of every row",
 )
 _ALL_SIDE = (
     "stay {s} of everything", "keep to the far {s} of every row", "{s} of every post",
     "{s} all the way", "go {s} at every row", "hug the {s} edge the whole way",
     "pass every post on the {s}",
 )
-_COUNT = {1: "one post", 2: "two posts"}  # posts on one side of an inner gap
+_COUNT = {1: ("one post", "one"), 2: ("two posts", "two")}  # posts on one side of a gap
+_KEEP_ALL = (  # {q} "both" / "all three" posts of the row {r}, all on your {o}
+    "{q} of the {r} on your {o}", "{q} posts of the {r} to your {o}",
+    "{q} of the {r} should end up on your {o}", "keep {q} of the {r} on your {o}",
+)
+_EACH_SIDE = (  # the gap of a pair: one post on each side
+    "one of the {r} on each side", "one post of the {r} on each side of you",
+    "a post of the {r} on either side",
+)
 _KEEP_ROW = (  # {r} the row, {o} the side all its posts stay on (the path goes the other way)
     "keep the {r} on your {o}", "the {r} on your {o}", "with the {r} to your {o}",
     "every post of the {r} on your {o}", "leave the {r} on your {o}",
@@ -440,9 +483,39 @@ _MAZE_CODE = ("route {x}", "{x}", "take route {x}", "follow {x}")
 def _posts_side(n: int, g: int, r: str, rng: np.random.Generator) -> str:
     """A row's choice told by where its posts stay: gap g of a row of n posts (0 = left of all)
     leaves g posts on your left and n - g on your right ("keep the pair on your right" = left)."""
+    o = "right" if g == 0 else "left"
+    if g in (0, n) and n > 1 and rng.random() < 0.4:  # "both of the pair on your right"
+        q = "both" if n == 2 else "all three"
+        return _pick(rng, _KEEP_ALL).format(q=q, r=r, o=o)
     if g in (0, n):
-        return _pick(rng, _KEEP_ROW).format(r=r, o="right" if g == 0 else "left")
-    return _pick(rng, _SPLIT_ROW).format(r=r, a=_COUNT[g], b=_COUNT[n - g])
+        return _pick(rng, _KEEP_ROW).format(r=r, o=o)
+    if n == 2 and rng.random() < 0.3:  # the gap of a pair
+        return _pick(rng, _EACH_SIDE).format(r=r)
+    a, b = _pick(rng, _COUNT[g]), _pick(rng, _COUNT[n - g])
+    return _pick(rng, _SPLIT_ROW).format(r=r, a=a, b=b)
+
+
+def _short(k: int, letter: str, rng: np.random.Generator) -> str:
+    """Row k's choice without naming the row ("left", "between them"); "left of both" for the
+    pair's and "right of all three" for the last row's outer gaps."""
+    if letter in ("L", "R") and k > 0 and rng.random() < 0.4:
+        s = {"L": "left", "R": "right"}[letter]
+        return f"{s} of {_pick(rng, _QUANT[k])}"
+    return _pick(rng, _SHORT[letter])
+
+
+def _part(k: int, n: int, g: int, letter: str, rng: np.random.Generator) -> str:
+    """Row k's choice (gap g of its n posts, `letter`) as a phrase naming the row."""
+    r = _pick(rng, _ROW_REF[k])
+    u = rng.random()
+    if u < 0.3:
+        return _posts_side(n, g, r, rng)
+    if letter in ("L", "R") and u < 0.45:
+        s = {"L": "left", "R": "right"}[letter]
+        if k == 0:  # one post: not the other side says which
+            return _pick(rng, _NOT_ROW1).format(o=OTHER[s], r=r)
+        return _pick(rng, _QUANT_SIDE).format(s=s, q=_pick(rng, _QUANT[k]), r=r)
+    return _pick(rng, _GAP[letter]).format(r=r)
 
 
 def _maze(mode: int, rng: np.random.Generator) -> str:
@@ -452,23 +525,26 @@ def _maze(mode: int, rng: np.random.Generator) -> str:
     u = rng.random()
     if u < 0.08:  # the route's code name, as in the mode names
         return _wrap(rng, _pick(rng, _MAZE_CODE).format(x="-".join(letters)))
-    if u < 0.25:  # "row 1: left. row 2: between them. row 3: right gap."
-        sep = _pick(rng, (". ", "; ", ", "))
+    side = {"L": "left", "R": "right"}
+    if u < 0.25:  # "row 1: left. row 2: between them. row 3: right gap.", in any order
+        sep = _pick(rng, (". ", "; ", ", ", " / "))
         items = [
-            f"{_pick(rng, _ROW_LABEL[k])}{_pick(rng, (': ', ' ', ' - '))}{_pick(rng, _SHORT[x])}"
+            f"{_pick(rng, _ROW_LABEL[k])}{_pick(rng, (': ', ' ', ' - '))}{_short(k, x, rng)}"
             for k, x in enumerate(letters)
         ]
+        if rng.random() < 0.2:  # each item names its row
+            items = [items[i] for i in rng.permutation(3)]
         return _wrap(rng, sep.join(items))
     if len(set(letters)) == 1 and letters[0] in "LR" and u < 0.5:
-        side = {"L": "left", "R": "right"}[letters[0]]
-        return _wrap(rng, _pick(rng, _ALL_SIDE).format(s=side))
+        s = side[letters[0]]
+        v = rng.random()
+        if v < 0.5:
+            return _wrap(rng, _pick(rng, _ALL_SIDE).format(s=s))
+        return _wrap(rng, _pick(rng, _ALL_KEEP if v < 0.75 else _ALL_NOT).format(o=OTHER[s]))
     parts = [
-        _posts_side(len(row), g, _pick(rng, _ROW_REF[k]), rng)
-        if rng.random() < 0.3
-        else _pick(rng, _GAP[ltr]).format(r=_pick(rng, _ROW_REF[k]))
+        _part(k, len(row), g, ltr, rng)
         for k, (row, g, ltr) in enumerate(zip(layout["rows"], gaps, letters))
     ]
-    side = {"L": "left", "R": "right"}
     if letters[0] == letters[1] in side and rng.random() < 0.3:  # the first two rows at once
         first = _pick(rng, _TWO_ROWS[0]).format(s=side[letters[0]])
         return _wrap(rng, f"{first}, then {parts[2]}")

@@ -80,15 +80,19 @@ def test_posts_side_counts_the_posts_on_each_side_of_every_gap():
     from envs.instructions import _posts_side
 
     rng = np.random.default_rng(4)
-    count = {"one post": 1, "two posts": 2}
+    count = {"one": 1, "two": 2}
     for n in (1, 2, 3):
         for g in range(n + 1):
-            for _ in range(50):
+            for _ in range(100):
                 t = _posts_side(n, g, "row", rng)
                 if g in (0, n):  # every post on one side
                     assert t.endswith("your " + ("right" if g == 0 else "left")), t
+                    assert ("both" in t) <= (n == 2) and ("all three" in t) <= (n == 3), t
                     continue
-                pairs = re.findall(r"(one post|two posts)(?:(?!your).)*your (left|right)", t)
+                if "each side" in t or "either side" in t:  # one post on each side
+                    assert n == 2 and g == 1, t
+                    continue
+                pairs = re.findall(r"\b(one|two)\b(?:(?!your).)*your (left|right)", t)
                 side = {where: count[k] for k, where in pairs}
                 assert side == {"left": g, "right": n - g}, t
 
