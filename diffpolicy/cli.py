@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ablation: show the policy grey frames instead of its cameras' images",
     )
     e.add_argument("--seed", type=_nonneg_int)
+    e.add_argument(
+        "--threshold",
+        type=_float,
+        help="a language run's grounding confidence below which a sentence is refused "
+        "(sets policy.grounding_threshold; choose it with `ground --instructions-file`)",
+    )
 
     gr = sub.add_parser("ground", help="which mode a language run reads in each sentence")
     gr.add_argument("run_dir")
@@ -387,6 +393,7 @@ def cmd_eval(a) -> int:
         rtc=a.rtc,
         lowpass=a.lowpass,
         constant_images=a.constant_images,
+        threshold=a.threshold,
     )
     print(comparison_table({result["policy_type"]: result}))
     if result["commanded_mode_accuracy"] is not None:
@@ -444,7 +451,14 @@ def cmd_ground(a) -> int:
         for line in g["lines"]:
             print(f"{line['grounded']}\t{line['confidence']:.2f}\t{line['text']}")
     else:
+        from diffpolicy.grounding import choose_threshold, threshold_curve
+
+        g["threshold_curve"] = threshold_curve(g["lines"])
         print(grounding_lines(g))
+        for c in g["threshold_curve"]:
+            rates = [f"{k} {v:.3f}" for k, v in c.items() if k != "threshold" and v is not None]
+            print(f"at threshold {c['threshold']:g}: " + ", ".join(rates))
+        print(f"lowest threshold with <= 0.05 wrong: {choose_threshold(g['threshold_curve']):g}")
     if a.json:
         write_json(a.json, g)
     return 0

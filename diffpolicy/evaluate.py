@@ -264,6 +264,7 @@ def evaluate_run(
     constant_images: bool | None = None,
     lowpass: int | None = None,
     temporal_ensemble: float | None = None,
+    threshold: float | None = None,
 ) -> dict:
     """Load a run, roll it out, aggregate, and write JSON / videos / report as asked.
 
@@ -281,6 +282,7 @@ def evaluate_run(
         retraining); None keeps the run's own. They are applied to the run's config and
         validated there.
     constant_images: the ablation eval.constant_images (camera frames replaced by grey).
+    threshold: policy.grounding_threshold of a language run (None: the run's own).
     With a conditioned run and no command, the unconditional branch is evaluated (guidance 0).
     """
     import torch
@@ -308,6 +310,7 @@ def evaluate_run(
             "control.rtc": rtc,
             "control.temporal_ensemble": temporal_ensemble,
             "eval.constant_images": constant_images,
+            "policy.grounding_threshold": threshold,
         },
     )
     policy, cfg = load_policy(run_dir, cfg=cfg)

@@ -250,6 +250,44 @@ def decide(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     return np.where(refused, -1, best), conf
 
 
+def threshold_curve(lines: Sequence[dict], grid: Sequence[float] = (0.5, 0.6, 0.7)) -> list[dict]:
+    """What a labelled phrasing set (`ground_lines`' "lines") would give at each threshold of
+    `grid`: the share of commanded lines grounded right and wrong (the rest are refused), and
+    the share of off-task lines refused."""
+    cmd = [x for x in lines if x["mode"] is not None]
+    off = [x for x in lines if x["mode"] is None]
+    curve = []
+    for t in grid:
+        read = {  # as `decide`: refused when off-task wins or the best mode is below t
+            id(x): x["best"] if x["off_task_probability"] <= x["confidence"] >= t else "refused"
+            for x in lines
+        }
+        right = [read[id(x)] == x["mode"] for x in cmd]
+        wrong = [read[id(x)] not in (x["mode"], "refused") for x in cmd]
+        curve.append({
+            "threshold": float(t),
+            "accuracy": float(np.mean(right)) if cmd else None,
+            "wrong": float(np.mean(wrong)) if cmd else None,
+            "off_task_refused": float(np.mean([read[id(x)] == "refused" for x in off]))
+            if off
+            else None,
+        })  # fmt: skip
+    return curve
+
+
+def choose_threshold(curve: Sequence[dict], max_wrong: float = 0.05, min_off_task: float = 0.95):
+    """The lowest threshold of `threshold_curve` at which at most `max_wrong` of the commanded
+    lines go the wrong way and at least `min_off_task` of the off-task ones are refused (the
+    highest threshold when none qualifies): as few refusals as a silent wrong route allows."""
+
+    def fits(c: dict) -> bool:
+        wrong, off = c["wrong"], c["off_task_refused"]
+        return (wrong is None or wrong <= max_wrong) and (off is None or off >= min_off_task)
+
+    ok = [c["threshold"] for c in curve if fits(c)]
+    return min(ok) if ok else max(c["threshold"] for c in curve)
+
+
 # ---------------------------------------------------------------------------- instruction files
 
 

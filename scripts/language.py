@@ -11,8 +11,12 @@
                                                                  # the colour outside the grammar
 
 Phrasing sets (grounding.instruction_set): "train" = the dataset's own grammar phrasings, "val"
-= envs/phrasings/<task>_val.tsv (the threshold and grammar were chosen on these), "test" =
-<task>_test.tsv (written apart from the grammar, used for nothing else). With --run, each set
+= envs/phrasings/<task>_val.tsv (the grammar was chosen on these), "test" = <task>_test.tsv
+(written apart from the grammar, used for nothing else). Train and val are read at the config's
+policy.grounding_threshold; val then chooses the threshold test is read at
+(grounding.choose_threshold: the lowest of 0.5 / 0.6 / 0.7 with at most 5% of val's commanded
+lines read the wrong way and 95% of its off-task lines refused; the config's when val is not
+among --sets), and records its threshold curve. With --run, each set
 is a rollout evaluation: episode i commands the set's i-th commanded line in turn, a refused
 line counts as a miss; its off-task lines are grounded only. Without a run, only the text-level
 grounding is measured (an instruction -> mode classifier fit on DEMOS' paraphrases).
@@ -22,6 +26,7 @@ import argparse
 from types import SimpleNamespace
 
 from diffpolicy.bench import markdown_table, read_result, train_budget, write_result
+from diffpolicy.config import replace_values
 from diffpolicy.evaluate import evaluate_run
 
 SETS = ("train", "val", "test")
@@ -54,6 +59,9 @@ def text_only(task: str, dataset: str, config: str, sets=SETS) -> dict:
     for name in sets:
         rows = instruction_set(name, cfg.env_id, names, demos)
         g, _ = ground_lines(policy, cfg, rows, names)
+        if name == "val":  # the threshold the test set is read at is chosen here
+            g |= chosen_on_val(g)
+            cfg = replace_values(cfg, {"policy.grounding_threshold": g["chosen_threshold"]})
         if task == "pick" and name != "train":
             g["unseen_colour_words"] = unseen_colour_words(g)
         if name == "train" or task != "reach_around_maze":
@@ -84,11 +92,23 @@ def unseen_colour_words(grounding: dict) -> dict:
     return {"lines": len(unseen), "grounded_right": right / max(len(unseen), 1)}
 
 
+def chosen_on_val(grounding: dict) -> dict:
+    """The validation set's threshold curve and the threshold it chooses (grounding.py)."""
+    from diffpolicy.grounding import choose_threshold, threshold_curve
+
+    curve = threshold_curve(grounding["lines"])
+    return {"threshold_curve": curve, "chosen_threshold": choose_threshold(curve)}
+
+
 def rollouts(run: str, episodes: int, trained_on: str | None, sets=SETS) -> dict:
     out = {"budget": train_budget(run, trained_on)}  # "train" is the train phrasings
+    threshold = None  # the run's own, until val chooses one
     for name in sets:
-        r = evaluate_run(run, episodes, instructions=name, progress=False)
+        r = evaluate_run(run, episodes, instructions=name, progress=False, threshold=threshold)
         out[name] = {k: v for k, v in r.items() if k != "records"}
+        if name == "val":
+            out[name] |= chosen_on_val(r["grounding"])
+            threshold = out[name]["chosen_threshold"]
         print(f"{name}: accuracy {r['commanded_mode_accuracy']:.3f}", flush=True)
     r = evaluate_run(run, episodes, guidance=0.0, progress=False)
     out["unconditional"] = {k: v for k, v in r.items() if k != "records"}
@@ -116,7 +136,7 @@ def table(results: dict) -> str:
             }[task.removesuffix("_text")]
             label += " (text only)" if task.endswith("_text") else ""
             rows.append([
-                label, name, g["commanded_lines"],
+                label, name, g["commanded_lines"], f"{g['threshold']:g}",
                 "-" if roll is None else f"{roll:.3f}",
                 "-" if roll is None else f"{r['commanded_success_rate']:.3f}",
                 "-" if worst is None else f"{worst:.2f}",
@@ -124,7 +144,7 @@ def table(results: dict) -> str:
                 _rate(g.get("off_task_refusal_rate")),
                 f"{e['unconditional']['normalized_entropy']:.3f}" if "unconditional" in e else "-",
             ])  # fmt: skip
-    head = ["task", "phrasings", "lines", "commanded-mode accuracy", "success",
+    head = ["task", "phrasings", "lines", "threshold", "commanded-mode accuracy", "success",
             "worst line", "grounded right (text)", "refused", "off-task refused",
             "unconditional entropy"]  # fmt: skip
     return markdown_table(head, rows)

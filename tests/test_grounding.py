@@ -2,6 +2,8 @@
 the calibrated instruction -> mode classifier with its refusal, instruction files and the
 packaged validation / test phrasings (fast tier: fake encoder)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,12 +12,14 @@ from diffpolicy.errors import UserError
 from diffpolicy.grounding import (
     PHRASINGS,
     Grounder,
+    choose_threshold,
     decide,
     fit_grounder,
     ground,
     instruction_set,
     mode_factors,
     read_instructions,
+    threshold_curve,
 )
 from envs.instructions import (
     NUM_MODES,
@@ -148,6 +152,34 @@ def test_decide_refuses_off_task_and_unsure_rows():
     np.testing.assert_allclose(conf, [0.9, 0.55, 0.2, 0.85])
 
 
+def test_threshold_curve_rereads_a_set_as_decide_would_and_chooses_the_lowest_safe_one():
+    """Each threshold's rates are those `decide` gives on the same probabilities; the choice is
+    the lowest threshold with at most 5% wrong routes and 95% of off-task lines refused."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3) * 0.5, size=400)  # 2 modes + off-task
+    labels = [None if i % 4 == 0 else int(rng.integers(2)) for i in range(400)]
+    lines = [
+        {"mode": m, "best": int(p[:2].argmax()), "confidence": float(p[:2].max()),
+         "off_task_probability": float(p[2])}
+        for m, p in zip(labels, probs)
+    ]  # fmt: skip
+    curve = threshold_curve(lines, grid=(0.3, 0.6, 0.9))
+    for c in curve:
+        modes, _ = decide(probs, c["threshold"])
+        cmd = [i for i, m in enumerate(labels) if m is not None]
+        off = [i for i, m in enumerate(labels) if m is None]
+        assert c["accuracy"] == pytest.approx(np.mean([modes[i] == labels[i] for i in cmd]))
+        wrong = np.mean([modes[i] not in (labels[i], -1) for i in cmd])
+        assert c["wrong"] == pytest.approx(wrong)
+        assert c["off_task_refused"] == pytest.approx(np.mean([modes[i] < 0 for i in off]))
+    assert curve[0]["accuracy"] >= curve[-1]["accuracy"] and curve[0]["wrong"] > 0.05
+    rows = lambda *r: [dict(zip(("threshold", "wrong", "off_task_refused"), x)) for x in r]  # noqa: E731
+    assert choose_threshold(rows((0.5, 0.08, 0.99), (0.6, 0.04, 0.99), (0.7, 0.01, 1.0))) == 0.6
+    assert choose_threshold(rows((0.5, 0.01, 0.90), (0.6, 0.01, 0.96), (0.7, 0.0, 1.0))) == 0.6
+    assert choose_threshold(rows((0.5, 0.2, 0.5), (0.7, 0.1, 0.6))) == 0.7  # none qualifies
+    assert choose_threshold(rows((0.5, 0.0, None), (0.7, 0.0, None))) == 0.5  # no off-task
+
+
 def _words(rng, side):
     verb = ["go", "pass", "move", "head", "steer", "swing"][rng.integers(6)]
     noun = ["pillar", "post", "pole", "column"][rng.integers(4)]
@@ -276,6 +308,17 @@ def test_language_run_keeps_its_grounder_and_the_cli_checks_files(
         capsys, ["eval", str(run), "--instructions-file", str(f)], "line 2: unknown mode"
     )
     one_line_exit_2(capsys, ["ground", str(run), "--instructions-file", str(f)], "line 2")
+    f.write_text("left\tgo left\n-\twash the dishes\n")
+    js = tmp_path / "mine.json"
+    assert main(["ground", str(run), "--instructions-file", str(f), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "at threshold 0.6: accuracy" in out and "lowest threshold with" in out
+    curve = json.loads(js.read_text())["threshold_curve"]
+    assert [c["threshold"] for c in curve] == [0.5, 0.6, 0.7]
+    one_line_exit_2(  # eval --threshold sets the run's policy.grounding_threshold
+        capsys, ["eval", str(run), "--instruction", "go left", "--threshold", "1.5"],
+        "policy.grounding_threshold=1.5",
+    )  # fmt: skip
 
 
 def test_an_instruction_the_grounder_refuses_is_a_clear_error(fake_encoder):
