@@ -451,14 +451,17 @@ def cmd_ground(a) -> int:
         for line in g["lines"]:
             print(f"{line['grounded']}\t{line['confidence']:.2f}\t{line['text']}")
     else:
-        from diffpolicy.grounding import choose_threshold, threshold_curve
+        from diffpolicy.grounding import MAX_WRONG, MIN_OFF_TASK, choose_threshold, threshold_curve
 
         g["threshold_curve"] = threshold_curve(g["lines"])
         print(grounding_lines(g))
         for c in g["threshold_curve"]:
             rates = [f"{k} {v:.3f}" for k, v in c.items() if k != "threshold" and v is not None]
             print(f"at threshold {c['threshold']:g}: " + ", ".join(rates))
-        print(f"lowest threshold with <= 0.05 wrong: {choose_threshold(g['threshold_curve']):g}")
+        print(
+            f"lowest threshold with <= {MAX_WRONG:g} wrong and >= {MIN_OFF_TASK:g} off-task "
+            f"refused: {choose_threshold(g['threshold_curve']):g}"
+        )
     if a.json:
         write_json(a.json, g)
     return 0

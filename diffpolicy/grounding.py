@@ -250,32 +250,35 @@ def decide(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     return np.where(refused, -1, best), conf
 
 
-def threshold_curve(lines: Sequence[dict], grid: Sequence[float] = (0.5, 0.6, 0.7)) -> list[dict]:
+THRESHOLDS = (0.5, 0.6, 0.7)  # the grid a phrasing set chooses policy.grounding_threshold from
+MAX_WRONG, MIN_OFF_TASK = 0.05, 0.95  # ... as few refusals as these allow (`choose_threshold`)
+
+
+def threshold_curve(lines: Sequence[dict], grid: Sequence[float] = THRESHOLDS) -> list[dict]:
     """What a labelled phrasing set (`ground_lines`' "lines") would give at each threshold of
-    `grid`: the share of commanded lines grounded right and wrong (the rest are refused), and
-    the share of off-task lines refused."""
-    cmd = [x for x in lines if x["mode"] is not None]
-    off = [x for x in lines if x["mode"] is None]
+    `grid`, read by `decide` from each line's confidence and off-task probability: the share of
+    commanded lines grounded right and wrong (the rest are refused), and the share of off-task
+    lines refused."""
+    probs = np.array([[x["confidence"], x["off_task_probability"]] for x in lines])  # (N, 2)
+    best = np.array([x["best"] for x in lines], dtype=object)
+    mode = np.array([x["mode"] for x in lines], dtype=object)
+    cmd, off = mode != None, mode == None  # noqa: E711 (elementwise)
     curve = []
     for t in grid:
-        read = {  # as `decide`: refused when off-task wins or the best mode is below t
-            id(x): x["best"] if x["off_task_probability"] <= x["confidence"] >= t else "refused"
-            for x in lines
-        }
-        right = [read[id(x)] == x["mode"] for x in cmd]
-        wrong = [read[id(x)] not in (x["mode"], "refused") for x in cmd]
+        refused = decide(probs, t)[0] < 0  # (N,)
+        right, wrong = ~refused & (best == mode), ~refused & (best != mode)
         curve.append({
             "threshold": float(t),
-            "accuracy": float(np.mean(right)) if cmd else None,
-            "wrong": float(np.mean(wrong)) if cmd else None,
-            "off_task_refused": float(np.mean([read[id(x)] == "refused" for x in off]))
-            if off
-            else None,
+            "accuracy": float(right[cmd].mean()) if cmd.any() else None,
+            "wrong": float(wrong[cmd].mean()) if cmd.any() else None,
+            "off_task_refused": float(refused[off].mean()) if off.any() else None,
         })  # fmt: skip
     return curve
 
 
-def choose_threshold(curve: Sequence[dict], max_wrong: float = 0.05, min_off_task: float = 0.95):
+def choose_threshold(
+    curve: Sequence[dict], max_wrong: float = MAX_WRONG, min_off_task: float = MIN_OFF_TASK
+) -> float:
     """The lowest threshold of `threshold_curve` at which at most `max_wrong` of the commanded
     lines go the wrong way and at least `min_off_task` of the off-task ones are refused (the
     highest threshold when none qualifies): as few refusals as a silent wrong route allows."""

@@ -731,7 +731,8 @@ def off_task_sentences(task: str | None, rng: np.random.Generator, n: int) -> li
             text = sample_instruction(t, int(rng.integers(NUM_MODES[t])), rng)
         else:
             text = ""
-        if text and kind in (0, 1, 2, 4):  # typed like a command: form says nothing of the label
+        if text and kind in (0, 1, 2, 4):  # chores, chit-chat, near misses, nonsense: typed as
+            # the commands are (`_wrap`), so a sentence's form says nothing of its label
             text = _wrap(rng, text)
         if text:
             out.setdefault(text)

@@ -165,6 +165,7 @@ def main() -> None:
         help="add the Pick unseen-colour-word counts to the recorded text-only rows",
     )
     a = p.parse_args()
+    a.sets = [s for s in SETS if s in a.sets]  # val, which chooses test's threshold, comes first
     results = read_result("language")
     if a.annotate:
         if "pick_text" not in results:
