@@ -116,9 +116,16 @@ class PolicyConfig:
     grounding_threshold: float = 0.7
     """Refuse an instruction whose best mode's probability is below this (classifier grounding;
     chosen on the validation phrasings, envs/phrasings/*_val.tsv)."""
-    grounding_steps: int = 600
-    """Optimizer steps per member of the grounding classifier (batch 128; about a minute on 2
-    CPU cores)."""
+    grounding_steps: int = 1200
+    """Optimizer steps per member of the grounding classifier (batch 128; about two minutes on
+    2 CPU cores). Chosen on ReachAround's validation phrasings, with the misspelled copies
+    (train.fit_grounding): at threshold 0.6, 0.940 grounded right at 600 steps, 0.955 at 1200,
+    0.953 at 2400."""
+    grounding_misspelled: float = 0.5
+    """Share of the phrasings and off-task sentences that also get a misspelled copy when the
+    grounding classifier is fit (envs.instructions.misspell: "rigth", "pillra"). Chosen on the
+    validation phrasings: on ReachAround at threshold 0.6 and 600 steps, 0.940 grounded right
+    with copies, 0.933 without (0.955 with copies at 1200); Pick sets 0 (pick_lang.yaml)."""
     grounding_members: int = 3
     """Classifiers averaged by the grounding (each with its own split, initialization and batch
     order): one that reads an unusual phrasing its own way is outvoted or lowers the confidence.
@@ -413,6 +420,10 @@ def validate(cfg: Config) -> Config:
         f"policy.grounding_threshold={p.grounding_threshold} must be in (0, 1)",
     )
     need(p.grounding_steps >= 1, f"policy.grounding_steps={p.grounding_steps} must be >= 1")
+    need(
+        0.0 <= p.grounding_misspelled <= 1.0,
+        f"policy.grounding_misspelled={p.grounding_misspelled} must be in [0, 1]",
+    )
     need(
         1 <= p.grounding_members <= 16,
         f"policy.grounding_members={p.grounding_members} must be in [1, 16]",

@@ -257,18 +257,21 @@ def build_policy(
 
 def fit_grounding(cfg: Config, grounder: nn.Module, demos) -> dict:
     """Fit the instruction -> mode classifier on every episode's instruction and paraphrases,
-    with the task's off-task sentences (envs/instructions.py) as the refusal class; on CPU,
-    then back to the grounder's device. Prints and returns the fit's summary."""
+    with the task's off-task sentences (envs/instructions.py) as the refusal class, and a
+    misspelled copy of a random share (policy.grounding_misspelled) of both (`misspell`: people
+    type "rigth"); on CPU, then back to the grounder's device. Prints and returns the fit's
+    summary."""
     import envs.instructions as phrasing
     from diffpolicy.grounding import fit_grounder, task_of
 
-    texts, labels = [], []
-    for e in demos.episodes:
-        for t in (e.instruction, *e.paraphrases):
-            texts.append(t)
-            labels.append(e.mode)
+    pairs = {t: e.mode for e in demos.episodes for t in (e.instruction, *e.paraphrases)}
     rng = np.random.default_rng(cfg.train.seed)
     off_task = phrasing.off_task_sentences(task_of(cfg.env_id, cfg.env_kwargs), rng, 1200)
+    slip = [t for t in (*pairs, *off_task) if rng.random() < cfg.policy.grounding_misspelled]
+    slipped = {t: phrasing.misspell(t, rng) for t in slip}
+    texts = [*pairs, *(slipped[t] for t in slip if t in pairs)]
+    labels = [*pairs.values(), *(pairs[t] for t in slip if t in pairs)]
+    off_task = off_task + [slipped[t] for t in slip if t not in pairs]
     device = next(grounder.parameters()).device
     info = fit_grounder(
         grounder.cpu(),

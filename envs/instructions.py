@@ -4,6 +4,7 @@
     paraphrases(task, mode, rng, n) -> list[str]          # n distinct paraphrases (fewer if the
                                                           # grammar runs out)
     off_task_sentences(task, rng, n) -> list[str]         # sentences that command no mode
+    misspell(text, rng) -> str                            # the text with a slip of the keyboard
 
 Tasks: ``reach_around`` (left / right of the pillar), ``reach_around_maze`` (24 routes, one gap
 per row of posts), ``pick`` (red / blue cube). The grammar is what collection writes into a
@@ -73,11 +74,15 @@ _OBST = (
 _GO = (
     "go", "move", "pass", "head", "travel", "steer", "navigate", "swing", "curve", "drive", "get",
     "make your way", "work your way", "slide", "veer", "detour", "bend", "loop", "run", "walk",
+    "swerve", "deviate", "divert", "sidestep", "weave", "cut", "edge", "proceed", "come",
 )
 _AROUND = ("around", "past", "by", "round", "alongside")
 _ROUTE = ("route", "way", "path", "side", "lane", "track", "option", "detour", "course")
 _GOAL = ("goal", "target", "destination", "end point", "green disc", "marker", "finish")
-_SIDE = {"left": ("left", "left-hand"), "right": ("right", "right-hand")}
+_SIDE = {  # sailors' words and initials too: "keep the post to port", "go R around it"
+    "left": ("left", "left", "left", "left-hand", "left-hand", "port", "L"),
+    "right": ("right", "right", "right", "right-hand", "right-hand", "starboard", "R"),
+}
 _WHOSE = ("your", "your", "the gripper's", "the arm's", "the robot's", "the hand's")
 _FLANK = ("side", "flank", "edge", "half")
 _BEFORE = (  # clauses that say nothing about the side, so no template owns them
@@ -102,7 +107,8 @@ _AFTER = (
     "", "", "", "", "", " then stop at the {goal}", " and halt at the {goal}",
     " to reach the {goal}", " and continue to the {goal}", " as you move to the {goal}",
     " on the way", " and finish", " as you pass it", " as it goes by", " and end at the {goal}",
-    " without touching it", " and then go straight", ", then carry on",
+    " without touching it", " and then go straight", ", then carry on", " to avoid it",
+    " to get around it", " to clear it",
 )
 _TURN = {"left": ("clockwise",), "right": ("counterclockwise", "anticlockwise")}
 
@@ -143,6 +149,19 @@ _RA_POSITIVE = (  # {s}: the side the path takes
     "send the arm {s} of the {obst}",
     "{go} past the {obst}, staying {s}",
     "{go} {turn} around the {obst}",
+    "{go} to your {s}",
+    "{go} to {whose} {s} to clear the {obst}",
+    "{go} out to the {s} of the {obst} to get around it",
+    "avoid the {obst} by going {s}",
+    "avoid the {obst} by veering to the {s}",
+    "avoid the {obst} by moving over to the {s}",
+    "{go} {s} to avoid the {obst}",
+    "{go} to your {s} to avoid the {obst}",
+    "the {obst} is in the way, so {go} to the {s} of it",
+    "the way around the {s} of the {obst} is the one i want",
+    "the {s} {route} is the one i'd like",
+    "keep your path to the {s} of the {obst}",
+    "{go} {s} around it",
     "round the {obst} {turn}",
 )
 _RA_INVERTED = (  # {o}: the side the obstacle stays on, opposite to the path
@@ -163,6 +182,8 @@ _RA_INVERTED = (  # {o}: the side the obstacle stays on, opposite to the path
     "make sure the {obst} is to {whose} {o}",
     "{go} past the {obst} with it on {whose} {o} side",
     "the {obst} must be on {whose} {o}",
+    "with the {obst} at your {o} shoulder, {go} past it",
+    "{go} past the {obst} so it stays to your {o}",
 )
 _RA_NEGATED = (  # {o}: the side not to take
     "don't go {o}",
@@ -188,6 +209,9 @@ _RA_NEGATED = (  # {o}: the side not to take
 )
 _RA_CONTRAST = (
     "not {o}, {s}", "{s}, not {o}", "not the {o} {route}, the {s} one", "{go} {s} instead of {o}",
+    "don't let the {obst} end up on your {s}, keep it on your {o}",
+    "you go {s}, the {obst} stays {o}", "the {obst} stays on your {o} and you go {s}",
+    "keep {s} of the {obst}, don't cut across on the {o}",
     "rather {s} than {o}", "take the {s} {route}, not the {o} one", "don't go {o}, go {s}",
     "the {s} of the {obst} rather than the {o}", "avoid the {o}; pass the {obst} on the {s}",
     "no {o} {route}: {go} {around} the {obst} on the {s}", "stay off the {o}, {go} {s}",
@@ -224,6 +248,7 @@ _COLOUR = {
         "red-coloured", "maroon", "burgundy", "wine-red", "blood-red", "fire-engine red",
         "rust-red", "cardinal red", "bright red", "dark red", "deep red", "light red",
         "crimson", "scarlet", "vermilion", "carmine", "tomato-red", "cherry", "ruby-red",
+        "rojo", "rouge", "rosso", "rot", "vermelho", "roja",  # in other languages
     ),
     "blue": (
         "blue", "blue", "blue", "bluish", "cobalt", "sapphire", "sky-blue", "royal blue",
@@ -231,18 +256,25 @@ _COLOUR = {
         "midnight-blue", "electric blue", "powder-blue", "cornflower blue", "bright blue",
         "dark blue", "deep blue", "light blue", "navy", "azure", "cerulean", "denim-blue",
         "ocean-blue", "navy blue", "sea-blue",
+        "azul", "bleu", "blu", "blau", "bleue",  # in other languages
     ),
 }
 _COLOUR_OF = {  # "the cube the colour of ..."
     "red": (
         "blood", "a fire engine", "a strawberry", "a cherry", "a rose", "lipstick", "rubies",
         "a red apple", "a poppy", "flames", "a tomato", "a stop sign", "a ladybird", "ketchup",
-        "a post box", "a fire truck",
+        "a post box", "a fire truck", "a ladybug", "a cooked lobster", "a chili pepper",
+        "a raspberry", "cranberries", "the planet mars", "a cardinal bird", "santa's coat",
+        "a london bus", "a fire hydrant", "a red traffic light", "a valentine heart", "a radish",
+        "a coca-cola can", "a ripe tomato", "a british postbox",
     ),
     "blue": (
         "the sky", "a blueberry", "a sapphire", "a bluebird", "forget-me-nots", "cornflowers",
         "a clear summer sky", "blue ink", "a swimming pool", "the blue on a flag", "the ocean",
-        "denim jeans", "the deep sea", "a police light",
+        "denim jeans", "the deep sea", "a police light", "a smurf", "cookie monster",
+        "the facebook logo", "a blue whale", "a blue jay", "lapis lazuli", "a cloudless sky",
+        "a police uniform", "a bluebell", "sonic the hedgehog", "a glacier lake", "the sea",
+        "a blue morpho butterfly",
     ),
 }
 _NOT_RED_OR_BLUE = re.compile(
@@ -598,6 +630,46 @@ def paraphrases(task: str, mode: int, rng: np.random.Generator, n: int) -> list[
         if len(out) == n:
             break
     return list(out)
+
+
+# ---- as typed: slips of the keyboard -------------------------------------------------------
+
+_KEYS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_NEAR_KEY = {  # letter -> the letters beside it on a QWERTY keyboard (same row and the rows next)
+    c: "".join(
+        k for rr in range(max(r - 1, 0), min(r + 2, 3)) for k in _KEYS[rr][max(i - 1, 0) : i + 2]
+        if k != c
+    )
+    for r, row in enumerate(_KEYS)
+    for i, c in enumerate(row)
+}  # fmt: skip
+
+
+def misspell(text: str, rng: np.random.Generator, edits: int = 1) -> str:
+    """``text`` with ``edits`` slips in its words of four letters or more, each a letter dropped,
+    doubled, swapped with the next or struck on a neighbouring key ("lefft", "rigth", "piller"):
+    a grounding classifier trained on the grammar's spelling alone reads such a line as
+    off-task. Words of three letters or fewer ("not", "red") are never touched, the first
+    letter of a word never dropped or moved."""
+    words = re.split(r"(\W+)", text)  # words at even indices, separators at odd ones
+    for _ in range(edits):
+        long = [i for i in range(0, len(words), 2) if len(words[i]) >= 4 and words[i].isalpha()]
+        if not long:
+            break
+        i = long[int(rng.integers(len(long)))]
+        w, j = words[i], int(rng.integers(1, len(words[i])))  # a letter after the first
+        kind = int(rng.integers(4))
+        if kind == 0:
+            w = w[:j] + w[j + 1 :]
+        elif kind == 1:
+            w = w[: j + 1] + w[j] + w[j + 1 :]
+        elif kind == 2 and j + 1 < len(w):
+            w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+        else:
+            near = _NEAR_KEY.get(w[j].lower(), w[j])
+            w = w[:j] + near[int(rng.integers(len(near)))] + w[j + 1 :]
+        words[i] = w
+    return "".join(words)
 
 
 # ---- sentences that command nothing --------------------------------------------------------

@@ -24,6 +24,7 @@ from diffpolicy.grounding import (
 from envs.instructions import (
     NUM_MODES,
     TASKS,
+    misspell,
     off_task_sentences,
     paraphrases,
     sample_instruction,
@@ -62,7 +63,25 @@ def test_grammar_phrases_the_obstacle_side_and_negations_the_right_way():
     assert any("on your right" in t for t in left) and any(
         "avoid the right" in t.lower() for t in left
     )
-    assert not any("on your left" in t for t in left)
+    # ... and no sentence puts it on your left, but to say it must not end up there
+    assert not any("on your left" in t and "don't let" not in t.lower() for t in left)
+
+
+def test_misspell_makes_one_slip_in_a_long_word_and_leaves_short_ones():
+    import difflib
+
+    rng = np.random.default_rng(5)
+    text = "Go not left of the pillar, red one!"
+    out = [misspell(text, rng) for _ in range(200)]
+    again = np.random.default_rng(5)
+    assert len(set(out)) > 50 and out == [misspell(text, again) for _ in range(200)]  # seeded
+    for t in out:
+        changed = [(a, b) for a, b in zip(text.split(), t.split()) if a != b]
+        assert len(t.split()) == len(text.split()) and len(changed) <= 1, t
+        for a, b in changed:  # a word of four letters or more, its first letter kept
+            assert len(a.strip(",!")) >= 4 and a[0] == b[0], (a, b)
+            assert difflib.SequenceMatcher(None, a, b).ratio() >= 0.6, (a, b)
+    assert misspell("go to red", rng) == "go to red"  # nothing long enough to slip
 
 
 def test_maze_grammar_tells_a_gap_by_where_the_row_posts_stay():
