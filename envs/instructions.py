@@ -647,7 +647,7 @@ _NEAR_KEY = {  # letter -> the letters beside it on a QWERTY keyboard (same row 
 
 def misspell(text: str, rng: np.random.Generator, edits: int = 1) -> str:
     """``text`` with ``edits`` slips in its words of four letters or more, each a letter dropped,
-    doubled, swapped with the next or struck on a neighbouring key ("lefft", "rigth", "piller"):
+    doubled, swapped with the next or struck on a neighbouring key ("lefft", "rigth", "pilar"):
     a grounding classifier trained on the grammar's spelling alone reads such a line as
     off-task. Words of three letters or fewer ("not", "red") are never touched, the first
     letter of a word never dropped or moved."""
