@@ -146,19 +146,22 @@ def fit_grounder(
     off_task: Sequence[str],
     model_path: str = "",
     seed: int = 0,
-    steps: int = 600,
+    steps: int = 1200,
     batch_size: int = 128,
+    copies: dict[str, str] | None = None,
 ) -> dict:
     """Fit every member of `grounder` on (text, mode) pairs and off-task texts (label K)
-    (`fit_reader`, seeds seed, seed + 1, ...) and freeze it. Returns the members' summaries and
-    their mean held-out accuracy. Runs on CPU: the encoder runs once per distinct text."""
+    (`fit_reader`, seeds seed, seed + 1, ...) and freeze it. `copies` maps a text made from
+    another one (a misspelled copy) to that original: a copy is never held out, and trains only
+    when its original does. Returns the members' summaries and their mean held-out accuracy.
+    Runs on CPU: the encoder runs once per distinct text."""
     K = grounder.num_modes
     pairs = dict(zip(map(str, texts), map(int, labels)))  # one label per distinct text
     if any(not 0 <= y < K for y in pairs.values()):
         raise ValueError(f"labels must be in [0, {K})")
     pairs.update({str(t): K for t in off_task if str(t) not in pairs})
     fits = [
-        fit_reader(m, pairs, model_path, seed + i, steps, batch_size)
+        fit_reader(m, pairs, model_path, seed + i, steps, batch_size, copies or {})
         for i, m in enumerate(grounder.members)
     ]
     for p in grounder.parameters():
@@ -173,14 +176,22 @@ def fit_grounder(
 
 
 def fit_reader(
-    grounder: Reader, pairs: dict[str, int], model_path: str, seed: int, steps: int, batch_size: int
+    grounder: Reader,
+    pairs: dict[str, int],
+    model_path: str,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    copies: dict[str, str],
 ) -> dict:
     """Train one Reader on {text: label} (label K = off-task); fit its temperature on a tenth of
-    the texts held out (drawn with `seed`). Returns {"holdout_accuracy", "temperature", ...}."""
+    the original texts held out (drawn with `seed`), their `copies` left out with them (a copy
+    one slip away from a held-out text would make it no test). Returns {"holdout_accuracy",
+    "temperature", ...}."""
     K = grounder.num_modes
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(pairs))
-    keys = list(pairs)
+    keys = [t for t in pairs if t not in copies]
+    order = rng.permutation(len(keys))
     n_hold = max(len(keys) // 10, 1)
     hold = [keys[i] for i in order[:n_hold]]
     fit = [keys[i] for i in order[n_hold:]]
@@ -188,7 +199,9 @@ def fit_reader(
         t = next(t for t in hold if pairs[t] == k)
         hold.remove(t)
         fit.append(t)
-    hold = hold or fit  # nothing left to hold out: the temperature is fit on the training texts
+    hold = hold or list(fit)  # nothing to hold out: the temperature is fit on the training texts
+    trained = set(fit)
+    fit += [c for c, t in copies.items() if c in pairs and t in trained]
     tok, mask = _padded(fit, model_path)
     lengths = mask.sum(1)
     y = torch.tensor([pairs[t] for t in fit])

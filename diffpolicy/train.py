@@ -269,9 +269,11 @@ def fit_grounding(cfg: Config, grounder: nn.Module, demos) -> dict:
     off_task = phrasing.off_task_sentences(task_of(cfg.env_id, cfg.env_kwargs), rng, 1200)
     slip = [t for t in (*pairs, *off_task) if rng.random() < cfg.policy.grounding_misspelled]
     slipped = {t: phrasing.misspell(t, rng) for t in slip}
-    texts = [*pairs, *(slipped[t] for t in slip if t in pairs)]
-    labels = [*pairs.values(), *(pairs[t] for t in slip if t in pairs)]
-    off_task = off_task + [slipped[t] for t in slip if t not in pairs]
+    known = {*pairs, *off_task}
+    copies = {c: t for t, c in slipped.items() if c not in known}  # copy -> its original
+    texts = [*pairs, *(c for c, t in copies.items() if t in pairs)]
+    labels = [*pairs.values(), *(pairs[t] for t in copies.values() if t in pairs)]
+    off_task = off_task + [c for c, t in copies.items() if t not in pairs]
     device = next(grounder.parameters()).device
     info = fit_grounder(
         grounder.cpu(),
@@ -281,6 +283,7 @@ def fit_grounding(cfg: Config, grounder: nn.Module, demos) -> dict:
         cfg.policy.language_model,
         seed=cfg.train.seed,
         steps=cfg.policy.grounding_steps,
+        copies=copies,
     )
     grounder.to(device)
     print(

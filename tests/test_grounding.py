@@ -236,6 +236,19 @@ def test_fitted_grounder_reads_unseen_sentences_and_refuses_off_task(fake_encode
     assert p1[:, :2].argmax(1).tolist() == [0, 1], p1.round(2)
 
 
+def test_a_misspelled_copy_is_never_held_out_and_trains_only_with_its_original(fake_encoder):
+    from diffpolicy.grounding import Reader, fit_reader
+
+    rng = np.random.default_rng(1)
+    originals = {_words(rng, ["left", "right"][k % 2]) + f" {k}": k % 2 for k in range(40)}
+    copies = {t + "x": t for t in originals}  # one slip away from its original
+    pairs = {**originals, **{c: originals[t] for c, t in copies.items()}}
+    info = fit_reader(Reader(2, dim=16), pairs, fake_encoder.path, 0, 5, 16, copies)
+    assert info["holdout_texts"] == 4 and info["texts"] == 36 + 36  # 36 originals, their copies
+    plain = fit_reader(Reader(2, dim=16), originals, fake_encoder.path, 0, 5, 16, {})
+    assert plain["holdout_texts"] == 4 and plain["texts"] == 36  # no copies: the split as ever
+
+
 # --------------------------------------------------------------------------- instruction files
 
 
