@@ -645,30 +645,29 @@ _NEAR_KEY = {  # letter -> the letters beside it on a QWERTY keyboard (same row 
 }  # fmt: skip
 
 
-def misspell(text: str, rng: np.random.Generator, edits: int = 1) -> str:
-    """``text`` with ``edits`` slips in its words of four letters or more, each a letter dropped,
-    doubled, swapped with the next or struck on a neighbouring key ("lefft", "rigth", "pilar"):
-    a grounding classifier trained on the grammar's spelling alone reads such a line as
+def misspell(text: str, rng: np.random.Generator) -> str:
+    """``text`` with one slip in one of its words of four letters or more: a letter dropped,
+    doubled, swapped with the next or struck on a neighbouring key ("lefft", "rigth", "pilar").
+    A grounding classifier trained on the grammar's spelling alone reads such a line as
     off-task. Words of three letters or fewer ("not", "red") are never touched, the first
-    letter of a word never dropped or moved."""
+    letter of a word never dropped or moved; a text with no such word comes back as it was."""
     words = re.split(r"(\W+)", text)  # words at even indices, separators at odd ones
-    for _ in range(edits):
-        long = [i for i in range(0, len(words), 2) if len(words[i]) >= 4 and words[i].isalpha()]
-        if not long:
-            break
-        i = long[int(rng.integers(len(long)))]
-        w, j = words[i], int(rng.integers(1, len(words[i])))  # a letter after the first
-        kind = int(rng.integers(4))
-        if kind == 0:
-            w = w[:j] + w[j + 1 :]
-        elif kind == 1:
-            w = w[: j + 1] + w[j] + w[j + 1 :]
-        elif kind == 2 and j + 1 < len(w):
-            w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
-        else:
-            near = _NEAR_KEY.get(w[j].lower(), w[j])
-            w = w[:j] + near[int(rng.integers(len(near)))] + w[j + 1 :]
-        words[i] = w
+    long = [i for i in range(0, len(words), 2) if len(words[i]) >= 4 and words[i].isalpha()]
+    if not long:
+        return text
+    i = long[int(rng.integers(len(long)))]
+    w, j = words[i], int(rng.integers(1, len(words[i])))  # a letter after the first
+    kind = int(rng.integers(4))
+    if kind == 0:
+        w = w[:j] + w[j + 1 :]
+    elif kind == 1:
+        w = w[: j + 1] + w[j] + w[j + 1 :]
+    elif kind == 2 and j + 1 < len(w):
+        w = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+    else:
+        near = _NEAR_KEY.get(w[j].lower(), w[j])
+        w = w[:j] + near[int(rng.integers(len(near)))] + w[j + 1 :]
+    words[i] = w
     return "".join(words)
 
 
